@@ -1,0 +1,113 @@
+"""The names that cross process boundaries: Kafka topics, Redis keys, consumer groups, metrics.
+
+They live here and nowhere else. Topic names carry a schema version (``.v1``): a breaking
+change to an event gets a new topic, never a silent reinterpretation of the old one. Every
+name is derived from the settings' namespace so that test runs and tenants never collide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+EventKind = Literal["transaction", "email"]
+EVENT_KINDS: tuple[EventKind, ...] = ("transaction", "email")
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Kafka topics of one namespace."""
+
+    transactions: str
+    emails: str
+    labels: str
+    alerts: str
+    scored: str
+    dead_letters: str
+    model_updates: str
+
+    @classmethod
+    def for_namespace(cls, namespace: str) -> Topics:
+        return cls(
+            transactions=f"{namespace}.transactions.v1",
+            emails=f"{namespace}.emails.v1",
+            labels=f"{namespace}.labels.v1",
+            alerts=f"{namespace}.alerts.v1",
+            scored=f"{namespace}.scored.v1",
+            dead_letters=f"{namespace}.dead-letters.v1",
+            model_updates=f"{namespace}.model-updates.v1",
+        )
+
+    def events(self, kind: EventKind) -> str:
+        """The input topic of one kind of event."""
+        return self.transactions if kind == "transaction" else self.emails
+
+    def all(self) -> list[str]:
+        return [
+            self.transactions,
+            self.emails,
+            self.labels,
+            self.alerts,
+            self.scored,
+            self.dead_letters,
+            self.model_updates,
+        ]
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    """Redis keys of one namespace. Values are JSON or plain strings, never pickles."""
+
+    namespace: str
+
+    def online_model(self, kind: EventKind) -> str:
+        """Hash: ``state`` (JSON), ``version`` (int), ``learned`` (int)."""
+        return f"{self.namespace}:model:online:{kind}"
+
+    def served(self, event_id: str) -> str:
+        """JSON of the features served for one event, kept until its label arrives (TTL)."""
+        return f"{self.namespace}:served:{event_id}"
+
+    def labelled(self, event_id: str) -> str:
+        """Marker that a label for this event was learned once already (labels count once)."""
+        return f"{self.namespace}:labelled:{event_id}"
+
+    def alerted(self, event_id: str) -> str:
+        """Marker that this event raised its alert already (one event, one alert)."""
+        return f"{self.namespace}:alerted:{event_id}"
+
+    @property
+    def alerts_stream(self) -> str:
+        """Capped Redis stream of recent alerts, read by the alerts page."""
+        return f"{self.namespace}:alerts"
+
+    def label_outcomes(self, scope: str, entity_id: str) -> str:
+        """Sorted set of label outcomes seen for one entity (``scope`` is ``terminal`` or
+        ``sender``), scored by label arrival time: the source of "risk from recent labels"."""
+        return f"{self.namespace}:outcomes:{scope}:{entity_id}"
+
+    def batch_model(self, kind: EventKind, version: str) -> str:
+        """Signed batch-model payload of one version."""
+        return f"{self.namespace}:model:batch:{kind}:{version}"
+
+    def batch_model_current(self, kind: EventKind) -> str:
+        """Pointer (a version string) to the batch model in production."""
+        return f"{self.namespace}:model:batch:{kind}:current"
+
+
+def consumer_group(namespace: str) -> str:
+    """The Faust application id, which is also the Kafka consumer group of the workers."""
+    return f"{namespace}-scorer"
+
+
+class Metrics:
+    """Prometheus metric names exported by the stream workers."""
+
+    EVENTS = "fraud_events_total"  # labels: kind
+    ALERTS = "fraud_alerts_total"  # labels: kind, decision
+    DEAD_LETTERS = "fraud_dead_letters_total"  # labels: topic, reason
+    LABELS = "fraud_labels_total"  # labels: kind, outcome (learned/unknown/duplicate)
+    SCORING_LATENCY = "fraud_scoring_latency_seconds"  # labels: kind
+    EVENT_TO_DECISION = "fraud_event_to_decision_seconds"  # labels: kind
+    MODEL_VERSION = "fraud_model_version"  # labels: kind, model
+    CHECKPOINTS = "fraud_checkpoints_total"  # labels: kind

@@ -1,0 +1,145 @@
+"""One typed settings object, built from the environment at the entry points and passed down.
+
+Library code never reads ``os.environ``: a CLI or the worker module calls
+:meth:`Settings.from_env` once and hands the object to whatever needs it. Every
+variable is prefixed ``FRAUD_``; ``Settings.describe()`` lists them for ``--help`` texts
+and the README.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, get_type_hints
+
+ENV_PREFIX = "FRAUD_"
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the settings cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a producer, worker or batch job needs to know about its surroundings."""
+
+    namespace: str = field(
+        default="fraud",
+        metadata={"help": "prefix of every topic, Redis key and consumer group; isolates runs"},
+    )
+    kafka_bootstrap: str = field(
+        default="127.0.0.1:9092", metadata={"help": "Kafka bootstrap servers, host:port[,...]"}
+    )
+    redis_url: str = field(
+        default="redis://127.0.0.1:6379/0", metadata={"help": "Redis URL (redis://[:pw@]host:port/db)"}
+    )
+    partitions: int = field(default=4, metadata={"help": "partitions of the event topics"})
+    txn_review_threshold: float = field(
+        default=0.5, metadata={"help": "transaction score at or above which an alert asks for review"}
+    )
+    txn_block_threshold: float = field(
+        default=0.85, metadata={"help": "transaction score at or above which the card is blocked"}
+    )
+    email_review_threshold: float = field(
+        default=0.5, metadata={"help": "email score at or above which the message is quarantined for review"}
+    )
+    email_block_threshold: float = field(
+        default=0.85, metadata={"help": "email score at or above which the message is blocked"}
+    )
+    positive_weight: float = field(
+        default=10.0,
+        metadata={"help": "learning weight of a fraud/spam label relative to a legit one (class imbalance)"},
+    )
+    checkpoint_every_labels: int = field(
+        default=200, metadata={"help": "checkpoint the online model after this many new labels"}
+    )
+    checkpoint_interval_s: float = field(
+        default=5.0, metadata={"help": "checkpoint the online model at least this often while it learns"}
+    )
+    served_features_ttl_s: int = field(
+        default=30 * 24 * 3600,
+        metadata={"help": "how long served features wait in Redis for their label"},
+    )
+    alerts_stream_maxlen: int = field(
+        default=10_000, metadata={"help": "length cap of the recent-alerts Redis stream"}
+    )
+    batch_size: int = field(
+        default=2000, metadata={"help": "events the worker scores per step (stream.take)"}
+    )
+    batch_within_s: float = field(
+        default=0.02, metadata={"help": "longest wait to fill a scoring step, seconds"}
+    )
+    web_port: int = field(default=6066, metadata={"help": "worker web port (/metrics)"})
+    model_signing_key: str = field(
+        default="",
+        metadata={"help": "HMAC key for model payloads; required wherever weights are published"},
+    )
+    lake_dir: str = field(default="lake", metadata={"help": "directory of the Parquet lake"})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``FRAUD_<FIELD>`` variables; explicit ``overrides`` win over the environment."""
+        env = os.environ if environ is None else environ
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, raw, hints[f.name])
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Reject combinations that cannot work, with a message naming the variable."""
+        for kind in ("txn", "email"):
+            review = getattr(self, f"{kind}_review_threshold")
+            block = getattr(self, f"{kind}_block_threshold")
+            if not 0.0 < review <= block <= 1.0:
+                raise SettingsError(
+                    f"{ENV_PREFIX}{kind.upper()}_REVIEW_THRESHOLD ({review}) must be in (0, 1] and "
+                    f"not above {ENV_PREFIX}{kind.upper()}_BLOCK_THRESHOLD ({block})"
+                )
+        if not self.namespace or not self.namespace.replace("-", "").replace("_", "").isalnum():
+            raise SettingsError(f"{ENV_PREFIX}NAMESPACE must be letters, digits, '-' or '_'")
+        for name in ("partitions", "batch_size", "checkpoint_every_labels", "alerts_stream_maxlen"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed, validated."""
+        new = dataclasses.replace(self, **changes)
+        new.validate()
+        return new
+
+    @classmethod
+    def describe(cls) -> str:
+        """One line per variable: name, default, meaning (for --help and the README)."""
+        lines = []
+        for f in fields(cls):
+            default = "(empty)" if f.default == "" else f.default
+            lines.append(f"  {ENV_PREFIX}{f.name.upper():28} {default!s:28} {f.metadata['help']}")
+        return "\n".join(lines)
+
+
+def _parse(name: str, raw: str, kind: Any) -> Any:
+    try:
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if kind is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        return raw
+    except ValueError:
+        raise SettingsError(
+            f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {getattr(kind, '__name__', kind)}"
+        ) from None
