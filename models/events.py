@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 MAX_EVENT_BYTES = 256 * 1024
 MAX_FUTURE_SKEW_S = 24 * 3600.0
 """Events stamped further in the future than this are refused: a clock bug or an attack."""
@@ -77,7 +77,9 @@ class Email(Event, kw_only=True, frozen=True):
     recipient: Annotated[str, msgspec.Meta(max_length=320)] = ""
     subject: Annotated[str, msgspec.Meta(max_length=1000)] = ""
     body: Annotated[str, msgspec.Meta(max_length=100_000)] = ""
-    links: Annotated[list[Annotated[str, msgspec.Meta(max_length=2048)]], msgspec.Meta(max_length=200)] = []
+    links: Annotated[
+        list[Annotated[str, msgspec.Meta(max_length=2048)]], msgspec.Meta(max_length=200)
+    ] = []
     has_attachment: bool = False
 
 

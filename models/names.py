@@ -60,9 +60,11 @@ class RedisKeys:
 
     namespace: str
 
-    def online_model(self, kind: EventKind) -> str:
-        """Hash: ``state`` (JSON), ``version`` (int), ``learned`` (int)."""
-        return f"{self.namespace}:model:online:{kind}"
+    @property
+    def online_checkpoint(self) -> str:
+        """Hash: ``version``, ``label_offset``, ``saved_at`` and ``state:<kind>`` (JSON) of
+        every online model, written together in one transaction."""
+        return f"{self.namespace}:model:online"
 
     def served(self, event_id: str) -> str:
         """JSON of the features served for one event, kept until its label arrives (TTL)."""

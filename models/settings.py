@@ -33,30 +33,36 @@ class Settings:
         default="127.0.0.1:9092", metadata={"help": "Kafka bootstrap servers, host:port[,...]"}
     )
     redis_url: str = field(
-        default="redis://127.0.0.1:6379/0", metadata={"help": "Redis URL (redis://[:pw@]host:port/db)"}
+        default="redis://127.0.0.1:6379/0",
+        metadata={"help": "Redis URL (redis://[:pw@]host:port/db)"},
     )
     partitions: int = field(default=4, metadata={"help": "partitions of the event topics"})
     txn_review_threshold: float = field(
-        default=0.5, metadata={"help": "transaction score at or above which an alert asks for review"}
+        default=0.5,
+        metadata={"help": "transaction score at or above which an alert asks for review"},
     )
     txn_block_threshold: float = field(
         default=0.85, metadata={"help": "transaction score at or above which the card is blocked"}
     )
     email_review_threshold: float = field(
-        default=0.5, metadata={"help": "email score at or above which the message is quarantined for review"}
+        default=0.5,
+        metadata={"help": "email score at or above which the message is quarantined for review"},
     )
     email_block_threshold: float = field(
         default=0.85, metadata={"help": "email score at or above which the message is blocked"}
     )
     positive_weight: float = field(
         default=10.0,
-        metadata={"help": "learning weight of a fraud/spam label relative to a legit one (class imbalance)"},
+        metadata={
+            "help": "learning weight of a fraud/spam label relative to a legit one (imbalance)"
+        },
     )
     checkpoint_every_labels: int = field(
-        default=200, metadata={"help": "checkpoint the online model after this many new labels"}
+        default=5000, metadata={"help": "most labels learned between two online-model checkpoints"}
     )
     checkpoint_interval_s: float = field(
-        default=5.0, metadata={"help": "checkpoint the online model at least this often while it learns"}
+        default=1.0,
+        metadata={"help": "longest a label waits before it is learned and checkpointed, seconds"},
     )
     served_features_ttl_s: int = field(
         default=30 * 24 * 3600,

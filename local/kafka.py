@@ -1,0 +1,212 @@
+"""A single-node Apache Kafka 4.1 broker (KRaft, no ZooKeeper) run straight from the jars
+that ``make setup`` resolves with Maven, because this project cannot count on Docker.
+
+One JVM is both controller and broker; every replication factor is 1 so that internal topics
+(consumer offsets, transaction state) can be created on a one-node cluster.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+import uuid
+from pathlib import Path
+
+from kafka import KafkaAdminClient
+
+from local._service import (
+    REPO_ROOT,
+    Service,
+    ServiceError,
+    ensure_port_free,
+    free_ports,
+    port_open,
+    require_binary,
+)
+
+JARS_DIR = REPO_ROOT / ".cache" / "kafka-jars"
+LOG4J_CONFIG = Path(__file__).resolve().parent / "log4j2.properties"
+JAVA_HINT = "Java 17+ is required: apt-get install -y openjdk-17-jre-headless"
+MIN_JAVA = 17
+
+
+def random_cluster_id() -> str:
+    """What ``kafka-storage.sh random-uuid`` prints: 16 random bytes, URL-safe base64 without
+    padding. Made here rather than by StorageTool to save one JVM start (~0.5 s)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):  # Kafka avoids ids that look like command-line options
+            return cid
+
+
+class KafkaBroker(Service):
+    """A KRaft broker+controller on 127.0.0.1. ``port``/``controller_port`` None pick free
+    ports; ``data_dir`` None uses a temporary directory removed by :meth:`stop`."""
+
+    name = "kafka"
+    start_timeout_s = 60.0
+
+    def __init__(
+        self,
+        port: int | None = None,
+        controller_port: int | None = None,
+        data_dir: Path | str | None = None,
+        log_dir: Path | str | None = None,
+        *,
+        java: str = "java",
+        jars_dir: Path | str = JARS_DIR,
+        heap: str = "512m",
+    ) -> None:
+        if port is None or controller_port is None:
+            picked = free_ports(2)
+            port = picked[0] if port is None else port
+            controller_port = picked[1] if controller_port is None else controller_port
+        if port == controller_port:
+            raise ServiceError(f"Kafka port and controller port must differ (both {port})")
+        super().__init__(data_dir, log_dir)
+        self.port = port
+        self.controller_port = controller_port
+        self.java = java
+        self.jars_dir = Path(jars_dir)
+        self.heap = heap
+        self.config_file = self.log_dir / "kafka-server.properties"
+        self._java_path = java
+
+    @property
+    def bootstrap(self) -> str:
+        """The bootstrap servers string clients use."""
+        return f"127.0.0.1:{self.port}"
+
+    def server_properties(self) -> str:
+        """The broker configuration: single node, everything replicated once, topics
+        auto-created with as many partitions as the project's default (4)."""
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                f"CONTROLLER://127.0.0.1:{self.controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "inter.broker.listener.name=PLAINTEXT",
+                "controller.listener.names=CONTROLLER",
+                f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                f"log.dirs={self.data_dir.resolve()}",
+                "num.partitions=4",
+                "auto.create.topics.enable=true",
+                "default.replication.factor=1",
+                "min.insync.replicas=1",
+                "offsets.topic.replication.factor=1",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                # Small local footprint: fewer threads than the defaults, short retention.
+                "num.network.threads=2",
+                "num.io.threads=4",
+                "log.retention.hours=24",
+                "",
+            ]
+        )
+
+    def _check_java(self) -> None:
+        self._java_path = require_binary(self.java, JAVA_HINT)
+        try:
+            out = subprocess.run(
+                [self._java_path, "-version"], capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ServiceError(f"`{self.java} -version` failed ({exc}). {JAVA_HINT}") from None
+        match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+        if match:
+            major = int(match.group(1))
+            if major == 1 and match.group(2):  # "1.8.0_392" style
+                major = int(match.group(2))
+            if major < MIN_JAVA:
+                raise ServiceError(f"found Java {major} at {self._java_path}. {JAVA_HINT}")
+
+    def _check_jars(self) -> None:
+        if not any(self.jars_dir.glob("kafka_2.13-*.jar")):
+            raise ServiceError(
+                f"Kafka jars not found in {self.jars_dir}: run `make setup` "
+                "(it resolves them with Maven from local/pom.xml)"
+            )
+
+    def _classpath(self) -> str:
+        return f"{self.jars_dir.resolve()}/*"  # java expands the wildcard itself
+
+    def prepare(self) -> None:
+        """Check Java, jars and ports, write server.properties and format the storage once
+        (``make up`` reuses its data dir across restarts, with the cluster id it has)."""
+        self._check_java()
+        self._check_jars()
+        ensure_port_free(self.port, "Kafka")
+        ensure_port_free(self.controller_port, "the Kafka controller")
+        self.config_file.write_text(self.server_properties())
+        if (self.data_dir / "meta.properties").exists():
+            return  # formatted before; --ignore-formatted would still reject a new cluster id
+        # Kafka 4.1: a static quorum (controller.quorum.voters) must be formatted WITHOUT
+        # --standalone / --initial-controllers; those are only for dynamic quorums.
+        cmd = [
+            self._java_path,
+            "-Xmx256m",
+            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+            f"-Dkafka.log.file={self.log_file.resolve()}",
+            "-cp",
+            self._classpath(),
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            random_cluster_id(),
+            "-c",
+            str(self.config_file),
+        ]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            raise ServiceError("Kafka storage format did not finish within 60 s") from None
+        if done.returncode != 0:
+            raise ServiceError(
+                f"Kafka storage format failed (exit {done.returncode}):\n"
+                f"{(done.stdout + done.stderr).strip()}"
+            )
+
+    def command(self) -> list[str]:
+        return [
+            self._java_path,
+            f"-Xmx{self.heap}",
+            "-Xms128m",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+            f"-Dkafka.log.file={self.log_file.resolve()}",
+            "-cp",
+            self._classpath(),
+            "kafka.Kafka",
+            str(self.config_file.resolve()),
+        ]
+
+    def ready(self) -> bool:
+        """Ready when a kafka-python admin client can list topics: that needs the controller
+        quorum, the broker registration and metadata, not just an open port."""
+        if not port_open(self.port):
+            return False
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=self.bootstrap,
+                request_timeout_ms=5000,
+                bootstrap_timeout_ms=5000,
+                client_id="local-readiness",
+            )
+        except Exception:  # NoBrokersAvailable and friends: not up yet
+            return False
+        try:
+            admin.list_topics()
+            return True
+        except Exception:
+            return False
+        finally:
+            admin.close()

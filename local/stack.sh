@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# The whole local stack for `make up` / `make down`: Kafka and Redis via `python -m local`,
+# then a stream worker and two producers in the background. Every process gets a pid file
+# and a log in .run/, so `down` (from any shell) stops exactly what `up` started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUN=.run
+PY=.venv/bin/python
+KAFKA_PORT=9092
+REDIS_PORT=6379
+WEB_PORT=6066
+mkdir -p "$RUN"
+
+# Pid of a background app if its pid file names a live process, else nothing.
+alive() {
+    local pidfile="$RUN/$1.pid" pid
+    [[ -f $pidfile ]] || return 1
+    pid=$(<"$pidfile")
+    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+# Start "$@" detached in its own session (so `down` can stop its whole process group).
+start_app() {
+    local name=$1 pid
+    shift
+    if pid=$(alive "$name"); then
+        echo "$name: already running (pid $pid), log $RUN/$name.log"
+        return
+    fi
+    setsid "$@" >>"$RUN/$name.log" 2>&1 </dev/null &
+    echo $! >"$RUN/$name.pid"
+    echo "$name: started (pid $!), log $RUN/$name.log"
+}
+
+# SIGTERM the app's process group, wait up to 30 s, then SIGKILL.
+stop_app() {
+    local name=$1 pid
+    if ! pid=$(alive "$name"); then
+        echo "$name: not running"
+        rm -f "$RUN/$name.pid"
+        return
+    fi
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 150); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -KILL -- "-$pid" 2>/dev/null || true
+        echo "$name: killed after 30 s (pid $pid)"
+    else
+        echo "$name: stopped (pid $pid)"
+    fi
+    rm -f "$RUN/$name.pid"
+}
+
+up() {
+    "$PY" -m local kafka start --port "$KAFKA_PORT" --dir "$RUN/kafka"
+    "$PY" -m local redis start --port "$REDIS_PORT" --dir "$RUN/redis"
+    export FRAUD_KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
+    export FRAUD_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+    export PYTHONUNBUFFERED=1
+    # --datadir keeps the worker state out of the repository root (faust defaults to ./<app>-data).
+    start_app worker .venv/bin/faust --datadir "$RUN/worker-data" -A stream.app worker -l info --web-port "$WEB_PORT"
+    start_app producer-transactions "$PY" -m producers transactions --rate 200
+    start_app producer-emails "$PY" -m producers emails --rate 20
+    # A crash at import or on bad settings shows within a second or two; say so now rather
+    # than print "up" over a dead worker.
+    sleep 3
+    local failed=0 name
+    for name in worker producer-transactions producer-emails; do
+        if ! alive "$name" >/dev/null; then
+            failed=1
+            echo >&2
+            echo "$name exited right after starting; last lines of $RUN/$name.log:" >&2
+            tail -n 15 "$RUN/$name.log" >&2
+            rm -f "$RUN/$name.pid"
+        fi
+    done
+    if ((failed)); then
+        echo >&2
+        echo "Local stack is only partly up (see above); make down stops what runs." >&2
+        return 1
+    fi
+    cat <<EOF
+
+Local stack is up.
+  logs:     $RUN/*.log   (tail -f $RUN/worker.log)
+  metrics:  http://127.0.0.1:$WEB_PORT/metrics
+  alerts:   redis-cli -p $REDIS_PORT XREVRANGE ${FRAUD_NAMESPACE:-fraud}:alerts + - COUNT 10
+  stop:     make down
+EOF
+}
+
+down() {
+    # Producers first, then the worker (it commits offsets to Kafka while stopping),
+    # then the servers.
+    stop_app producer-emails
+    stop_app producer-transactions
+    stop_app worker
+    "$PY" -m local redis stop
+    "$PY" -m local kafka stop
+}
+
+case "${1:-}" in
+    up) up ;;
+    down) down ;;
+    *)
+        echo "usage: $0 up|down" >&2
+        exit 2
+        ;;
+esac

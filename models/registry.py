@@ -1,0 +1,120 @@
+"""Online-model checkpoints in Redis: versioned, JSON, written in one transaction.
+
+A checkpoint holds every online model's state, the offset of the last label it learned and
+a version number. It is written with optimistic locking (WATCH on the checkpoint key): a
+learner that lost its labels partition to another worker during a rebalance cannot overwrite
+the newer checkpoint of its successor. The markers of the labels learned since the previous
+checkpoint are written in the same transaction, so "this label was learned" and "the model
+that learned it is saved" are never out of step: after a crash, a label is learned again
+exactly when the learning it caused was lost.
+
+States are JSON and are validated by ``OnlineModel.from_state``; nothing read from Redis is
+ever unpickled.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import WatchError
+
+from models.names import EVENT_KINDS, EventKind, RedisKeys
+from models.online import OnlineModel
+
+NO_OFFSET = -1
+
+
+class CheckpointConflict(RuntimeError):
+    """Another learner saved a newer checkpoint than the one this learner started from."""
+
+
+class CorruptCheckpoint(ValueError):
+    """The checkpoint in Redis cannot be used; the message says which part and why."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A saved set of online models and how far into the labels topic they learned."""
+
+    version: int
+    label_offset: int
+    saved_at: float
+    models: dict[EventKind, OnlineModel]
+
+
+class OnlineCheckpoints:
+    """Load and save :class:`Checkpoint` objects under one Redis hash."""
+
+    def __init__(self, redis: aioredis.Redis, keys: RedisKeys, *, marker_ttl_s: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._marker_ttl_s = marker_ttl_s
+
+    async def version(self) -> int:
+        """The version saved now, 0 when there is none (cheap: one HGET)."""
+        raw = await self._redis.hget(self._keys.online_checkpoint, "version")
+        return int(raw) if raw is not None else 0
+
+    async def load(self) -> Checkpoint | None:
+        """The saved checkpoint, or None when nothing was saved yet."""
+        raw = await self._redis.hgetall(self._keys.online_checkpoint)
+        if not raw:
+            return None
+        fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
+        try:
+            models = {
+                kind: OnlineModel.from_state(orjson.loads(fields[f"state:{kind}"]))
+                for kind in EVENT_KINDS
+            }
+            return Checkpoint(
+                version=int(fields["version"]),
+                label_offset=int(fields["label_offset"]),
+                saved_at=float(fields["saved_at"]),
+                models=models,
+            )
+        except (KeyError, ValueError, orjson.JSONDecodeError) as exc:
+            raise CorruptCheckpoint(
+                f"online checkpoint at {self._keys.online_checkpoint} is unusable: {exc}"
+            ) from exc
+
+    async def save(
+        self,
+        models: Mapping[EventKind, OnlineModel],
+        *,
+        base_version: int,
+        label_offset: int,
+        learned_ids: Iterable[str],
+    ) -> int:
+        """Save ``models`` as version ``base_version + 1``; return that version.
+
+        Raises :class:`CheckpointConflict` when the saved version is no longer
+        ``base_version``.
+        """
+        key = self._keys.online_checkpoint
+        mapping: dict[str, bytes | str | int | float] = {
+            f"state:{kind}": orjson.dumps(model.to_state()) for kind, model in models.items()
+        }
+        new_version = base_version + 1
+        mapping.update(version=new_version, label_offset=label_offset, saved_at=time.time())
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                await pipe.watch(key)
+                raw = await pipe.hget(key, "version")
+                current = int(raw) if raw is not None else 0
+                if current != base_version:
+                    raise CheckpointConflict(
+                        f"checkpoint is at version {current}, this learner started from "
+                        f"{base_version}"
+                    )
+                pipe.multi()
+                pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+                for event_id in learned_ids:
+                    pipe.set(self._keys.labelled(event_id), 1, ex=self._marker_ttl_s)
+                await pipe.execute()
+        except WatchError:
+            raise CheckpointConflict("checkpoint changed while it was being saved") from None
+        return new_version

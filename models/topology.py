@@ -1,0 +1,76 @@
+"""How many partitions each topic has, and creating them: shared by producers and workers.
+
+Event topics are keyed by entity and get ``settings.partitions`` partitions: partitions are
+the unit of parallelism. The labels topic has ONE partition on purpose: exactly one worker
+(the owner of that partition) learns, checkpoints the online models to Redis, and records the
+label offset it learned up to, so a restarted learner neither loses nor double-counts a label.
+The other workers reload the checkpoint when its version moves.
+"""
+
+from __future__ import annotations
+
+import time
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from models.names import Topics
+from models.settings import Settings
+
+SINGLE_PARTITION_TOPICS = ("labels", "model_updates")
+
+
+class KafkaUnavailable(RuntimeError):
+    """The broker cannot be reached; the message names the bootstrap servers."""
+
+
+def topic_partitions(settings: Settings) -> dict[str, int]:
+    """Partition count of every topic in the settings' namespace."""
+    topics = Topics.for_namespace(settings.namespace)
+    counts = {}
+    for field_name in topics.__dataclass_fields__:
+        single = field_name in SINGLE_PARTITION_TOPICS
+        counts[getattr(topics, field_name)] = 1 if single else settings.partitions
+    return counts
+
+
+def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
+    """Create the namespace's topics that do not exist yet; return the names created.
+
+    Idempotent: a topic that exists is left as it is (its partition count is not changed).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=settings.kafka_bootstrap.split(","),
+                client_id=f"{settings.namespace}-topology",
+                request_timeout_ms=10_000,
+            )
+            break
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise KafkaUnavailable(
+                    f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc}); is the broker "
+                    "running? (make up starts one; FRAUD_KAFKA_BOOTSTRAP points elsewhere)"
+                ) from None
+            time.sleep(0.5)
+    try:
+        existing = set(admin.list_topics())
+        wanted = topic_partitions(settings)
+        missing = [
+            NewTopic(name=name, num_partitions=count, replication_factor=1)
+            for name, count in wanted.items()
+            if name not in existing
+        ]
+        created = []
+        for topic in missing:
+            try:
+                admin.create_topics([topic])
+                created.append(topic.name)
+            except TopicAlreadyExistsError:
+                pass
+        return created
+    finally:
+        admin.close()

@@ -1,0 +1,339 @@
+"""What a stream worker does with a batch of raw messages, between Kafka, Redis and the scorer.
+
+The Faust agents in ``stream.app`` are thin: they hand each batch of raw messages to a
+:class:`StreamWorker`, which
+
+* decodes and validates every message, sending what is invalid to the dead-letter topic with
+  its raw bytes and the reason (the batch goes on);
+* loads the entities' histories from the Faust tables and the label outcomes from Redis,
+  calls :func:`stream.scoring.score_batch`, writes the histories back;
+* keeps the features it served in Redis by event id (until the label comes);
+* publishes scored events and alerts; an event id alerts at most once (a Redis marker);
+* learns from labels with the served features and checkpoints the online models to Redis
+  before the labels are acknowledged, so a crash never loses learning that Kafka considers
+  done (see ``models.registry``).
+
+It knows Kafka only through :class:`Sink` and plain :class:`RawMessage` objects, so tests can
+drive it without a broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+import redis.asyncio as aioredis
+
+from models import features as F
+from models.events import DeadLetter, InvalidEvent, Label, decode, encode, utc_from_timestamp
+from models.names import EVENT_KINDS, EventKind, RedisKeys, Topics
+from models.online import OnlineModel
+from models.registry import NO_OFFSET, CheckpointConflict, OnlineCheckpoints
+from models.settings import Settings
+from stream import metrics
+from stream.scoring import SPECS, KindSpec, Outcomes, Thresholds, Verdict, score_batch
+
+log = logging.getLogger(__name__)
+
+MODEL_REFRESH_INTERVAL_S = 1.0
+"""How often a worker asks Redis whether a newer online checkpoint exists."""
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """A message as it came off Kafka, before decoding."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+class Sink(Protocol):
+    """Where the worker's outputs go (Kafka topics in production)."""
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None: ...
+
+
+class StreamWorker:
+    """Scores events and learns from labels; one per worker process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sink: Sink,
+        histories: dict[EventKind, MutableMapping[bytes, Any]],
+        redis: aioredis.Redis,
+    ) -> None:
+        self.settings = settings
+        self.topics = Topics.for_namespace(settings.namespace)
+        self.keys = RedisKeys(settings.namespace)
+        self._sink = sink
+        self._histories = histories
+        self._redis = redis
+        self._checkpoints = OnlineCheckpoints(
+            redis, self.keys, marker_ttl_s=settings.served_features_ttl_s
+        )
+        self._thresholds = {k: Thresholds.for_kind(k, settings) for k in EVENT_KINDS}
+        self.models: dict[EventKind, OnlineModel] = {}
+        self.version = 0
+        self.label_offset = NO_OFFSET
+        self._started = asyncio.Lock()
+        self._checkpoint_lock = asyncio.Lock()
+        self._last_refresh = 0.0
+
+    # ------------------------------------------------------------------ models
+
+    async def start(self) -> None:
+        """Load the latest checkpoint (or start fresh models) once, before the first batch."""
+        async with self._started:
+            if not self.models:
+                await self._load_checkpoint()
+
+    async def _load_checkpoint(self) -> None:
+        checkpoint = await self._checkpoints.load()
+        if checkpoint is None:
+            self.models = {
+                kind: OnlineModel(kind, positive_weight=self.settings.positive_weight)
+                for kind in EVENT_KINDS
+            }
+            self.version, self.label_offset = 0, NO_OFFSET
+        else:
+            self.models = checkpoint.models
+            self.version, self.label_offset = checkpoint.version, checkpoint.label_offset
+        for kind in EVENT_KINDS:
+            metrics.MODEL_VERSION.labels(kind, "online").set(self.version)
+        log.info("online models at checkpoint version %d", self.version)
+
+    def model_version(self, kind: EventKind) -> str:
+        return f"online-{kind}-{self.version}"
+
+    async def _refresh_models(self) -> None:
+        """Reload the checkpoint when another worker (the learner) saved a newer one."""
+        now = time.monotonic()
+        if now - self._last_refresh < MODEL_REFRESH_INTERVAL_S:
+            return
+        self._last_refresh = now
+        if await self._checkpoints.version() > self.version:
+            async with self._checkpoint_lock:
+                await self._load_checkpoint()
+
+    # ------------------------------------------------------------------ events
+
+    async def handle_events(self, kind: EventKind, messages: Sequence[RawMessage]) -> list[Verdict]:
+        """Score one batch of raw event messages; return the verdicts (for tests)."""
+        started = time.perf_counter()
+        await self.start()
+        await self._refresh_models()
+        spec = SPECS[kind]
+        events = self._decode_all(spec.schema, messages)
+        if not events:
+            return []
+        ids = [event.event_id for event in events]
+        served = await self._served_features(ids)
+        table = self._histories[kind]
+        histories: dict[str, Any] = {}
+        for entity in {spec.entity(event) for event in events}:
+            stored = table.get(entity.encode())
+            if stored is not None:
+                histories[entity] = spec.history_from_dict(orjson.loads(stored))
+        outcomes = await self._outcomes(spec, events)
+        fresh = {eid for eid in ids if eid not in served}
+        verdicts = score_batch(
+            spec,
+            events,
+            histories,
+            outcomes,
+            self.models[kind],
+            self.model_version(kind),
+            self._thresholds[kind],
+            scored_at=time.time(),
+            served=served,
+        )
+        touched = {spec.entity(e) for e in events if e.event_id in fresh}
+        for entity in touched:
+            table[entity.encode()] = orjson.dumps(spec.history_to_dict(histories[entity]))
+        await self._remember_served(spec, events, verdicts)
+        await self._publish(kind, verdicts)
+        elapsed = time.perf_counter() - started
+        self._observe(kind, verdicts, elapsed)
+        return verdicts
+
+    def _decode_all(self, schema: type[Any], messages: Sequence[RawMessage]) -> list[Any]:
+        events = []
+        for message in messages:
+            try:
+                events.append(decode(message.value, schema))
+            except InvalidEvent as exc:
+                self.dead_letter(message, exc.reason)
+        return events
+
+    def dead_letter(self, message: RawMessage, reason: str) -> None:
+        """Keep an unusable message, with why, on the dead-letter topic; never raise."""
+        letter = DeadLetter(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            raw=message.value,
+            reason=reason,
+            failed_at=utc_from_timestamp(time.time()),
+        )
+        self._sink.send(self.topics.dead_letters, message.key, encode(letter))
+        metrics.DEAD_LETTERS.labels(message.topic).inc()
+        log.warning(
+            "dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
+        )
+
+    async def _served_features(self, ids: Sequence[str]) -> dict[str, dict[str, float]]:
+        raw = await self._redis.mget([self.keys.served(eid) for eid in ids])
+        return {eid: orjson.loads(value)["f"] for eid, value in zip(ids, raw, strict=True) if value}
+
+    async def _outcomes(
+        self, spec: KindSpec[Any, Any], events: Sequence[Any]
+    ) -> dict[str, Outcomes]:
+        """Label outcomes of the batch's terminals/senders within the feature window."""
+        scopes = sorted({spec.scope(event) for event in events})
+        since = min(event.timestamp for event in events) - F.OUTCOME_WINDOW_S
+        pipe = self._redis.pipeline(transaction=False)
+        for scope in scopes:
+            pipe.zrangebyscore(
+                self.keys.label_outcomes(spec.scope_name, scope), since, "+inf", withscores=True
+            )
+        results = await pipe.execute()
+        outcomes: dict[str, Outcomes] = {}
+        for scope, members in zip(scopes, results, strict=True):
+            if members:
+                outcomes[scope] = [(ts, member.endswith(b":1")) for member, ts in members]
+        return outcomes
+
+    async def _remember_served(
+        self, spec: KindSpec[Any, Any], events: Sequence[Any], verdicts: Sequence[Verdict]
+    ) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        ttl = self.settings.served_features_ttl_s
+        for event, verdict in zip(events, verdicts, strict=True):
+            if verdict.replayed:
+                continue
+            record = {"k": spec.kind, "s": spec.scope(event), "f": verdict.scored.features}
+            pipe.set(self.keys.served(event.event_id), orjson.dumps(record), ex=ttl)
+        await pipe.execute()
+
+    async def _publish(self, kind: EventKind, verdicts: Sequence[Verdict]) -> None:
+        for verdict in verdicts:
+            key = verdict.scored.entity_id.encode()
+            self._sink.send(self.topics.scored, key, encode(verdict.scored))
+        alerts = [v.alert for v in verdicts if v.alert is not None]
+        if not alerts:
+            return
+        # One event, one alert: a marker claims the alert atomically with its entry in the
+        # recent-alerts stream; the Kafka copy goes out only for claims that succeeded.
+        ttl = self.settings.served_features_ttl_s
+        claims = self._redis.pipeline(transaction=False)
+        for alert in alerts:
+            claims.set(self.keys.alerted(alert.event_id), alert.alert_id, nx=True, ex=ttl)
+        claimed = await claims.execute()
+        stream = self._redis.pipeline(transaction=False)
+        for alert, won in zip(alerts, claimed, strict=True):
+            if not won:
+                continue
+            payload = encode(alert)
+            stream.xadd(
+                self.keys.alerts_stream,
+                {"alert": payload},
+                maxlen=self.settings.alerts_stream_maxlen,
+                approximate=True,
+            )
+            self._sink.send(self.topics.alerts, alert.entity_id.encode(), payload)
+            metrics.ALERTS.labels(kind, alert.decision).inc()
+        await stream.execute()
+
+    def _observe(self, kind: EventKind, verdicts: Sequence[Verdict], elapsed: float) -> None:
+        n = len(verdicts)
+        metrics.EVENTS.labels(kind).inc(n)
+        metrics.SCORING_LATENCY.labels(kind).observe(elapsed / n)
+        now = time.time()
+        to_decision = metrics.EVENT_TO_DECISION.labels(kind)
+        for verdict in verdicts:
+            to_decision.observe(max(0.0, now - verdict.scored.event_time.timestamp()))
+
+    # ------------------------------------------------------------------ labels
+
+    async def handle_labels(self, messages: Sequence[RawMessage]) -> dict[str, int]:
+        """Learn from a batch of labels, then checkpoint; return counts by outcome.
+
+        Call it only with messages of the single labels partition, in offset order. The
+        caller acknowledges the messages after this returns: by then the checkpoint holding
+        what they taught is saved.
+        """
+        await self.start()
+        counts = {"learned": 0, "unknown": 0, "duplicate": 0, "replayed": 0, "invalid": 0}
+        labels: list[tuple[int, Label]] = []
+        for message in messages:
+            if message.offset <= self.label_offset:
+                counts["replayed"] += 1
+                continue
+            try:
+                labels.append((message.offset, decode(message.value, Label)))
+            except InvalidEvent as exc:
+                self.dead_letter(message, exc.reason)
+                counts["invalid"] += 1
+        if not labels:
+            return counts
+        ids = [label.event_id for _, label in labels]
+        served_raw = await self._redis.mget([self.keys.served(eid) for eid in ids])
+        done_raw = await self._redis.mget([self.keys.labelled(eid) for eid in ids])
+        learned_ids: list[str] = []
+        seen: set[str] = set()
+        outcomes = self._redis.pipeline(transaction=False)
+        for (_, label), served, done in zip(labels, served_raw, done_raw, strict=True):
+            if done or label.event_id in seen:
+                counts["duplicate"] += 1
+                metrics.LABELS.labels(label.kind, "duplicate").inc()
+                continue
+            seen.add(label.event_id)
+            if served is None:
+                counts["unknown"] += 1
+                metrics.LABELS.labels(label.kind, "unknown").inc()
+                continue
+            record = orjson.loads(served)
+            kind: EventKind = record["k"]
+            self.models[kind].learn_one(record["f"], label.is_positive)
+            learned_ids.append(label.event_id)
+            counts["learned"] += 1
+            metrics.LABELS.labels(kind, "learned").inc()
+            scope_key = self.keys.label_outcomes(SPECS[kind].scope_name, record["s"])
+            outcomes.zadd(
+                scope_key, {f"{label.event_id}:{int(label.is_positive)}": label.timestamp}
+            )
+            outcomes.zremrangebyscore(scope_key, "-inf", label.timestamp - F.OUTCOME_WINDOW_S)
+        last_offset = labels[-1][0]
+        await outcomes.execute()
+        await self._checkpoint(last_offset, learned_ids)
+        return counts
+
+    async def _checkpoint(self, label_offset: int, learned_ids: list[str]) -> None:
+        async with self._checkpoint_lock:
+            try:
+                self.version = await self._checkpoints.save(
+                    self.models,
+                    base_version=self.version,
+                    label_offset=label_offset,
+                    learned_ids=learned_ids,
+                )
+                self.label_offset = label_offset
+            except CheckpointConflict as exc:
+                # Another worker learned meanwhile (a rebalance moved the labels partition):
+                # its checkpoint wins; what this batch taught is dropped and logged.
+                log.warning("checkpoint conflict (%s); reloading the newer checkpoint", exc)
+                await self._load_checkpoint()
+                return
+        for kind in EVENT_KINDS:
+            metrics.CHECKPOINTS.labels(kind).inc()
+            metrics.MODEL_VERSION.labels(kind, "online").set(self.version)

@@ -1,0 +1,148 @@
+"""Running real stream workers and reading real topics, for the integration tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+
+from models.events import Email, Transaction, encode, entity_key
+from models.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class WorkerProcess:
+    """A real ``python -m stream worker`` subprocess with its own web port and data dir."""
+
+    def __init__(self, settings: Settings, workdir: Path, name: str = "worker") -> None:
+        self.settings = settings
+        self.datadir = workdir / f"{name}-data"
+        self.log_path = workdir / f"{name}.log"
+        self.web_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        env = dict(os.environ)
+        env.update(
+            FRAUD_NAMESPACE=self.settings.namespace,
+            FRAUD_KAFKA_BOOTSTRAP=self.settings.kafka_bootstrap,
+            FRAUD_REDIS_URL=self.settings.redis_url,
+            FRAUD_PARTITIONS=str(self.settings.partitions),
+            FRAUD_WEB_PORT=str(self.web_port),
+            FRAUD_CHECKPOINT_INTERVAL_S=str(self.settings.checkpoint_interval_s),
+            PYTHONUNBUFFERED="1",
+        )
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "stream",
+                "--datadir",
+                str(self.datadir),
+                "worker",
+                "-l",
+                "info",
+                "--web-port",
+                str(self.web_port),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no final commit: the crash a test wants."""
+        if self.proc is not None and self.alive():
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.alive():
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def publish(settings: Settings, topic: str, events: Iterable[Any]) -> int:
+    """Publish events keyed by entity (labels by event id), as the producers do."""
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+    n = 0
+    for event in events:
+        key = entity_key(event) if isinstance(event, Transaction | Email) else event.event_id
+        producer.send(topic, key=key.encode(), value=encode(event))
+        n += 1
+    producer.flush()
+    producer.close()
+    return n
+
+
+def publish_raw(
+    settings: Settings, topic: str, items: Iterable[tuple[bytes | None, bytes]]
+) -> None:
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    for key, value in items:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def collect(
+    settings: Settings,
+    topic: str,
+    until: Callable[[list[bytes]], bool],
+    *,
+    timeout_s: float = 90.0,
+    worker: WorkerProcess | None = None,
+) -> list[bytes]:
+    """Read ``topic`` from the start until ``until(values)`` holds; fail with context if not."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=500,
+    )
+    values: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            for record in consumer:
+                values.append(record.value)
+            if until(values):
+                return values
+            if worker is not None and not worker.alive():
+                raise AssertionError(f"worker died:\n{worker.log_tail()}")
+        context = worker.log_tail() if worker is not None else ""
+        raise AssertionError(
+            f"timed out after {timeout_s}s reading {topic}: {len(values)} messages\n{context}"
+        )
+    finally:
+        consumer.close()

@@ -1,0 +1,174 @@
+"""The streaming pipeline end to end against a real Kafka broker and a real Redis.
+
+Each test gets its own namespace (topics, consumer group, Redis keys) and runs real
+``python -m stream worker`` processes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import msgspec
+import pytest
+import redis
+
+from models.events import Alert, DeadLetter, ScoredEvent, decode
+from models.names import RedisKeys, Topics
+from models.online import OnlineModel
+from models.settings import Settings
+from models.topology import ensure_topics
+from tests import factories
+from tests.integration.harness import WorkerProcess, collect, publish, publish_raw
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def settings(namespace: str, kafka_bootstrap: str, redis_url: str) -> Settings:
+    s = Settings(
+        namespace=namespace,
+        kafka_bootstrap=kafka_bootstrap,
+        redis_url=redis_url,
+        partitions=4,
+        checkpoint_interval_s=0.5,
+    )
+    ensure_topics(s)
+    return s
+
+
+def scored_ids(values: list[bytes]) -> set[str]:
+    return {decode(v, ScoredEvent).event_id for v in values}
+
+
+def alert_event_ids(r: redis.Redis, keys: RedisKeys) -> list[str]:
+    return [
+        msgspec.json.decode(fields[b"alert"], type=Alert).event_id
+        for _, fields in r.xrange(keys.alerts_stream)
+    ]
+
+
+def test_every_event_is_scored_bad_bytes_are_dead_lettered_and_labels_teach(settings, tmp_path):
+    topics, keys = Topics.for_namespace(settings.namespace), RedisKeys(settings.namespace)
+    txns = [factories.transaction(n) for n in range(1500)]
+    emails = [factories.email(n) for n in range(300)]
+    publish(settings, topics.transactions, txns[:700])
+    bad = [
+        (b"card-0001", b"this is not json"),
+        (b"card-0002", b'{"event_id": "x", "event_time": "2026-01-01T00:00:00Z"}'),
+        (b"card-0003", msgspec.json.encode({**msgspec.to_builtins(txns[0]), "amount": -3})),
+        (b"card-0004", msgspec.json.encode({**msgspec.to_builtins(txns[1]), "schema_version": 7})),
+    ]
+    publish_raw(settings, topics.transactions, bad)
+    publish(settings, topics.transactions, txns[700:])
+    publish(settings, topics.emails, emails)
+
+    worker = WorkerProcess(settings, tmp_path).start()
+    try:
+        wanted = {e.event_id for e in txns + emails}
+        scored = collect(settings, topics.scored, lambda v: wanted <= scored_ids(v), worker=worker)
+        assert scored_ids(scored) == wanted
+        assert len(scored) == len(wanted), "an event was scored twice"
+
+        letters = [
+            decode(v, DeadLetter)
+            for v in collect(settings, topics.dead_letters, lambda v: len(v) >= 4, worker=worker)
+        ]
+        assert sorted(letter.raw for letter in letters) == sorted(value for _, value in bad)
+        reasons = " | ".join(letter.reason for letter in letters)
+        assert "undecodable Transaction" in reasons
+        assert "missing required field" in reasons
+        assert "$.amount" in reasons
+        assert "$.schema_version" in reasons
+        assert all(letter.topic == topics.transactions for letter in letters)
+
+        # Labels arrive later: they teach the models, and the checkpoint in Redis moves.
+        r = redis.Redis.from_url(settings.redis_url)
+        fresh_state = OnlineModel("transaction").to_state()
+        labels = [factories.label(t.event_id, "transaction", t.amount > 60) for t in txns[:400]]
+        labels.append(factories.label("txn-never-seen", "transaction", True))
+        labels += [factories.label(e.event_id, "email", e.event_id.endswith("7")) for e in emails]
+        publish(settings, topics.labels, labels)
+
+        def learned_all() -> bool:
+            state = r.hget(keys.online_checkpoint, "state:transaction")
+            if state is None:
+                return False
+            model = OnlineModel.from_state(msgspec.json.decode(state))
+            return model.learned == 400
+
+        deadline = time.monotonic() + 60
+        while not learned_all():
+            assert worker.alive(), worker.log_tail()
+            assert time.monotonic() < deadline, "labels were not learned\n" + worker.log_tail()
+            time.sleep(0.5)
+        saved = msgspec.json.decode(r.hget(keys.online_checkpoint, "state:transaction"))
+        assert saved != fresh_state
+        email_model = OnlineModel.from_state(
+            msgspec.json.decode(r.hget(keys.online_checkpoint, "state:email"))
+        )
+        assert email_model.learned == 300
+        assert int(r.hget(keys.online_checkpoint, "version")) >= 1
+        assert r.exists(keys.labelled(txns[0].event_id))
+        assert not r.exists(keys.labelled("txn-never-seen"))
+
+        # One event id never produces two alerts.
+        alerted = alert_event_ids(r, keys)
+        assert len(alerted) == len(set(alerted))
+        assert worker.alive(), "a malformed event must never stop the worker"
+    finally:
+        worker.stop()
+
+
+def test_killed_worker_resumes_from_redis_and_changelogs_without_loss(settings, tmp_path):
+    topics, keys = Topics.for_namespace(settings.namespace), RedisKeys(settings.namespace)
+    r = redis.Redis.from_url(settings.redis_url)
+    first = [factories.transaction(n) for n in range(1000)]
+    second = [factories.transaction(n) for n in range(1000, 2000)]
+    publish(settings, topics.transactions, first)
+
+    worker = WorkerProcess(settings, tmp_path, "first").start()
+    try:
+        ids = {t.event_id for t in first}
+        collect(settings, topics.scored, lambda v: ids <= scored_ids(v), worker=worker)
+        publish(
+            settings,
+            topics.labels,
+            [factories.label(t.event_id, "transaction", t.amount > 60) for t in first],
+        )
+        deadline = time.monotonic() + 60
+        while int(r.hget(keys.online_checkpoint, "version") or 0) < 1:
+            assert time.monotonic() < deadline, worker.log_tail()
+            time.sleep(0.3)
+        version_before_crash = int(r.hget(keys.online_checkpoint, "version"))
+    finally:
+        worker.kill()
+
+    publish(settings, topics.transactions, second)
+    restarted = WorkerProcess(settings, tmp_path, "second").start()
+    try:
+        wanted = {t.event_id for t in first + second}
+        values = collect(
+            settings,
+            topics.scored,
+            lambda v: wanted <= scored_ids(v),
+            worker=restarted,
+            timeout_s=120,
+        )
+        events = [decode(v, ScoredEvent) for v in values]
+        assert {e.event_id for e in events} == wanted, "an event was lost"
+
+        latest = {e.event_id: e for e in events}
+        # The restarted worker continued from the checkpoint, not from a fresh model.
+        versions = {latest[t.event_id].online_version for t in second}
+        assert all(int(v.rsplit("-", 1)[1]) >= version_before_crash for v in versions)
+        # ...and from the card histories in the changelog: card-0000 had 20 transactions in
+        # the first 1000 seconds; its first transaction of the second half sees them all.
+        first_of_second = latest[second[0].event_id]
+        assert first_of_second.entity_id == "card-0000"
+        assert first_of_second.features["card_count_24h"] == 20
+
+        alerted = alert_event_ids(r, keys)
+        assert len(alerted) == len(set(alerted)), Counter(alerted).most_common(3)
+    finally:
+        restarted.stop()
