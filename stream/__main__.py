@@ -26,6 +26,16 @@ def main(argv: list[str]) -> int:
         return 2
     from faust.cli.faust import cli
 
+    from models.settings import Settings, SettingsError
+    from models.topology import KafkaUnavailable, ensure_topics
+
+    # Create the topics before Faust subscribes: a broker that auto-creates them would give
+    # the labels topic several partitions, and learning relies on it having exactly one.
+    try:
+        ensure_topics(Settings.from_env())
+    except (KafkaUnavailable, SettingsError) as exc:
+        print(f"python -m stream: {exc}", file=sys.stderr)
+        return 1
     sys.argv = ["faust", "-A", "stream.app", *argv]
     cli()
     return 0
