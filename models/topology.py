@@ -10,6 +10,7 @@ The other workers reload the checkpoint when its version moves.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -35,8 +36,11 @@ def topic_partitions(settings: Settings) -> dict[str, int]:
     return counts
 
 
-def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
-    """Create the namespace's topics that do not exist yet; return the names created.
+def ensure_topics(
+    settings: Settings, *, only: Iterable[str] | None = None, timeout_s: float = 30.0
+) -> list[str]:
+    """Create the namespace's topics (or just those named in ``only``) that do not exist yet;
+    return the names created.
 
     Idempotent: a topic that exists is left as it is (its partition count is not changed).
     """
@@ -59,6 +63,12 @@ def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
     try:
         existing = set(admin.list_topics())
         wanted = topic_partitions(settings)
+        if only is not None:
+            names = set(only)
+            unknown = names - wanted.keys()
+            if unknown:
+                raise ValueError(f"not topics of namespace {settings.namespace!r}: {unknown}")
+            wanted = {name: count for name, count in wanted.items() if name in names}
         missing = [
             NewTopic(name=name, num_partitions=count, replication_factor=1)
             for name, count in wanted.items()
