@@ -62,9 +62,11 @@ up() {
     export FRAUD_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
     export PYTHONUNBUFFERED=1
     # --datadir keeps the worker state out of the repository root (faust defaults to ./<app>-data).
-    start_app worker .venv/bin/faust --datadir "$RUN/worker-data" -A stream.app worker -l info --web-port "$WEB_PORT"
-    start_app producer-transactions "$PY" -m producers transactions --rate 200
-    start_app producer-emails "$PY" -m producers emails --rate 20
+    # `python -m stream` creates the topics (labels with one partition) before Faust starts.
+    start_app worker "$PY" -m stream --datadir "$RUN/worker-data" worker -l info --web-port "$WEB_PORT"
+    # Labels after ~10 s (not the 30 s default) so the demo models learn within a minute.
+    start_app producer-transactions "$PY" -m producers transactions --rate 200 --label-delay 10
+    start_app producer-emails "$PY" -m producers emails --rate 20 --label-delay 10
     # A crash at import or on bad settings shows within a second or two; say so now rather
     # than print "up" over a dead worker.
     sleep 3

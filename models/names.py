@@ -74,6 +74,11 @@ class RedisKeys:
         """Marker that a label for this event was learned once already (labels count once)."""
         return f"{self.namespace}:labelled:{event_id}"
 
+    def waiting_label(self, event_id: str) -> str:
+        """Raw bytes of a label that arrived before its event was scored (a backlog being
+        caught up); the worker that scores the event sends the label again."""
+        return f"{self.namespace}:waiting-label:{event_id}"
+
     def alerted(self, event_id: str) -> str:
         """Marker that this event raised its alert already (one event, one alert)."""
         return f"{self.namespace}:alerted:{event_id}"

@@ -15,17 +15,28 @@ partition its events arrive on, because producers key events by the same raw byt
 same murmur2 partitioner, and it can be written once per batch rather than per event. Keys
 and values are bytes (``key_type=bytes`` makes Faust use the raw codec); the worker encodes
 histories as JSON itself.
+
+Faust's per-message machinery is most of a worker's cost (docs/benchmarks.md), so around the
+agents: a step's outputs, table changelog writes included, leave as one record batch per
+partition (:class:`BatchSink`, :class:`ChangelogTable`); Faust's Prometheus monitor skips its
+per-event updates (:class:`StepMonitor`); the consumer fetches 8 MiB per partition and waits
+at most 10 ms for an empty fetch (:class:`App`); the start-up heap is frozen out of the cyclic
+garbage collector's scans. Outputs, offsets and guarantees are those of plain Faust.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from typing import Any, cast
 
 import faust
 import redis.asyncio as aioredis
-from faust.sensors.prometheus import setup_prometheus_sensors
+from faust.sensors.prometheus import PrometheusMonitor, setup_prometheus_sensors
+from faust.transport.drivers import aiokafka as aiokafka_driver
 
 from models.names import EVENT_KINDS, EventKind, Topics, consumer_group
 from models.settings import Settings
@@ -34,18 +45,178 @@ from stream.worker import RawMessage, StreamWorker
 
 log = logging.getLogger(__name__)
 
+PRODUCER_BATCH_BYTES = 512 * 1024
+CONSUMER_FETCH_BYTES = 8 * 1024 * 1024
+FETCH_MAX_WAIT_MS = 10
+"""Longest a fetch that finds no new data waits at the broker (Faust hard-codes 1500 ms)."""
 
-class FaustSink:
-    """Sends the worker's outputs with Faust's producer, without waiting per message."""
 
-    def __init__(self, app: faust.App, partitions: dict[str, int]) -> None:
-        self._topics = {
-            name: app.topic(name, key_serializer="raw", value_serializer="raw", partitions=count)
-            for name, count in partitions.items()
-        }
+class BatchSink:
+    """Sends the worker's outputs as Kafka record batches, one step's worth at a time.
+
+    ``send`` only collects; the agent awaits :meth:`flush` at the end of each step, which
+    hands the messages to the app's aiokafka producer as one record batch per topic partition
+    (``send_batch``) and returns without waiting for delivery, as ``send_soon`` did. Faust's
+    ``send_soon`` instead queues each message for a task that publishes them one at a time
+    (a partitioner call, futures, sensor callbacks and a loop iteration per message), and
+    Faust's conductor stops handing events to streams while more than 100 wait: about a
+    third of the worker's time went there (docs/benchmarks.md).
+
+    Nothing else changes: the same producer (its commit-time ``flush`` waits for these
+    batches too, so offsets are still committed only after the outputs were sent), the same
+    key partitioner (the producer's own; a key's partition is remembered), the same bytes.
+    """
+
+    MAX_KNOWN_KEYS = 200_000
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+        self._pending: dict[str, list[tuple[bytes | None, bytes]]] = {}
+        self._partitions: dict[str, int] = {}
+        self._known: dict[str, dict[bytes, int]] = {}
 
     def send(self, topic: str, key: bytes | None, value: bytes) -> None:
-        self._topics[topic].send_soon(key=key, value=value)
+        pending = self._pending.get(topic)
+        if pending is None:
+            pending = self._pending[topic] = []
+        pending.append((key, value))
+
+    async def flush(self) -> None:
+        """Queue what was sent since the last flush on the producer (delivery not awaited)."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        producer = cast(Any, self._app.producer)._ensure_producer()
+        for topic, messages in pending.items():
+            by_partition = await self._route(producer, topic, messages)
+            for partition, items in by_partition.items():
+                await self._send_partition(producer, topic, partition, items)
+
+    async def _route(
+        self, producer: Any, topic: str, messages: list[tuple[bytes | None, bytes]]
+    ) -> dict[int, list[tuple[bytes | None, bytes]]]:
+        count = len(await producer.partitions_for(topic))
+        known = self._known.get(topic)
+        if (
+            known is None
+            or self._partitions.get(topic) != count
+            or len(known) > self.MAX_KNOWN_KEYS
+        ):
+            known = self._known[topic] = {}
+            self._partitions[topic] = count
+        partition_of = producer._partition
+        by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
+        for key, value in messages:
+            partition = known.get(key) if key is not None else None
+            if partition is None:
+                partition = partition_of(topic, None, None, None, key, value)
+                if key is not None:
+                    known[key] = partition
+            items = by_partition.get(partition)
+            if items is None:
+                items = by_partition[partition] = []
+            items.append((key, value))
+        return by_partition
+
+    async def _send_partition(
+        self, producer: Any, topic: str, partition: int, items: list[tuple[bytes | None, bytes]]
+    ) -> None:
+        batch = producer.create_batch()
+        size = 0
+        for key, value in items:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                if size:
+                    await self._submit(producer, batch, topic, partition)
+                    batch, size = producer.create_batch(), 0
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    # Larger than a whole batch: the producer sizes a batch for it.
+                    self._watch(await producer.send(topic, value, key, partition), topic)
+                    continue
+            size += 1
+        if size:
+            await self._submit(producer, batch, topic, partition)
+
+    async def _submit(self, producer: Any, batch: Any, topic: str, partition: int) -> None:
+        # Closed, the batch holds this step's messages only (no send() elsewhere in the app
+        # can add to it), and it leaves without waiting out the producer's linger: it is
+        # complete already.
+        batch.close()
+        self._watch(await producer.send_batch(batch, topic, partition=partition), topic)
+
+    @staticmethod
+    def _watch(delivery: asyncio.Future[Any], topic: str) -> None:
+        def done(fut: asyncio.Future[Any]) -> None:
+            if not fut.cancelled() and fut.exception() is not None:
+                log.warning("could not deliver a batch to %s: %s", topic, fut.exception())
+
+        delivery.add_done_callback(done)
+
+
+class ChangelogTable(MutableMapping[bytes, bytes]):
+    """A Faust table whose writes reach its changelog through a :class:`BatchSink`.
+
+    A write stores the value in the table's store and sends ``(key, value)`` to the table's
+    changelog topic with the producer's key partitioner: the message Faust's own
+    ``table[key] = value`` sends (the tables use ``use_partitioner=True``), minus the
+    per-message ``send_soon``. Reads go to the store. The stores are in memory, so Faust
+    keeps no persisted changelog offsets that this would bypass.
+    """
+
+    def __init__(self, table: Any, sink: BatchSink) -> None:
+        self._table = table
+        self._sink = sink
+        self._changelog = table.changelog_topic.get_topic_name()
+
+    def __getitem__(self, key: bytes) -> bytes:
+        value: bytes = self._table.data[key]
+        return value
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._table.data[key] = value
+        self._sink.send(self._changelog, key, value)
+
+    def __delitem__(self, key: bytes) -> None:
+        raise NotImplementedError("histories are never deleted")
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._table.data)
+
+    def __len__(self) -> int:
+        return len(self._table.data)
+
+
+class StepMonitor(PrometheusMonitor):
+    """Faust's Prometheus monitor without the Prometheus updates of its four per-event hooks.
+
+    Faust calls them for every message (in, out) and every stream event (in, out); with
+    their counters, gauges and labels they took about a tenth of the worker's time at full
+    load (docs/benchmarks.md). What goes: ``faust_messages_received*``,
+    ``faust_active_messages``, ``faust_events*``, ``faust_active_events`` and
+    ``faust_events_runtime_ms`` (``fraud_events_total`` counts scored events by kind). What
+    stays: commits and committed offsets, rebalances, assignments, sends, web requests, and
+    the two per-event facts Faust itself reads (the last read offset per partition, and when a
+    stream last took an event, which its stalled-stream warnings check).
+    """
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        self.tp_read_offsets[tp] = offset
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+        self.stream_inbound_time[tp] = time.monotonic()
+
+    def on_stream_event_out(
+        self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None
+    ) -> None:
+        return None
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+
+def setup_metrics(app: faust.App) -> None:
+    """``/metrics`` on the worker's web port: Faust's (a :class:`StepMonitor`) and ours."""
+    setup_prometheus_sensors(app, name_prefix="faust")
+    app.monitor = StepMonitor(metrics=cast(Any, app.monitor)._metrics)
 
 
 def _raw(events: Any) -> list[RawMessage]:
@@ -55,6 +226,25 @@ def _raw(events: Any) -> list[RawMessage]:
     ]
 
 
+_heap_settled = False
+
+
+def _settle_heap() -> None:
+    """Once, when the agents start: collect, then freeze what exists into the collector's
+    permanent generation.
+
+    Everything allocated by then (modules, Faust, River, aiokafka, the app) lives as long as
+    the process, yet each full collection of the cyclic garbage collector scanned all of it:
+    about 100 ms every few seconds, which was most of the p99 event-to-scored latency
+    (docs/benchmarks.md). What the worker allocates afterwards is collected as usual.
+    """
+    global _heap_settled
+    if not _heap_settled:
+        _heap_settled = True
+        gc.collect()
+        gc.freeze()
+
+
 def _batches(stream: faust.StreamT[Any], size: int, within_s: float) -> AsyncIterator[Any]:
     """Batches of Faust events (with their Kafka metadata), acknowledged after each step.
 
@@ -62,12 +252,45 @@ def _batches(stream: faust.StreamT[Any], size: int, within_s: float) -> AsyncIte
     return cast(faust.Stream[Any], stream).take_events(size, within_s)
 
 
+class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # aiokafka builds its fetcher from this when the consumer starts.
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        return consumer
+
+
+class _Consumer(aiokafka_driver.Consumer):
+    def _new_consumer_thread(self) -> aiokafka_driver.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(aiokafka_driver.Transport):
+    Consumer = _Consumer
+
+
+class App(faust.App):
+    """A Faust app whose Kafka consumer waits at most :data:`FETCH_MAX_WAIT_MS` per fetch.
+
+    Faust creates its aiokafka consumer with ``fetch_max_wait_ms=1500``. aiokafka keeps one
+    fetch in flight per broker, and once a partition's fetched records have waited 100 ms
+    unconsumed it fetches the broker's *other* partitions without it: here the emails and
+    labels topics, which may have no traffic, so that fetch can wait out the full 1.5 s at the
+    broker, and the busy transactions partitions are not fetched again until it returns.
+    Measured at 5,000 events/s: event-to-scored p50 1.4 s with Faust's 1500 ms, ~50 ms with
+    10 ms (docs/benchmarks.md).
+    """
+
+    def _new_transport(self) -> Any:
+        return _Transport(self.conf.broker_consumer, self)
+
+
 def create_app(settings: Settings) -> faust.App:
     """Build the Faust app of one namespace; nothing connects until the worker starts."""
     topics = Topics.for_namespace(settings.namespace)
     partitions = topic_partitions(settings)
     brokers = ";".join(f"kafka://{hp.strip()}" for hp in settings.kafka_bootstrap.split(","))
-    app = faust.App(
+    app = App(
         consumer_group(settings.namespace),
         broker=brokers,
         store="memory://",
@@ -79,6 +302,14 @@ def create_app(settings: Settings) -> faust.App:
         web_port=settings.web_port,
         web_host="127.0.0.1",
         producer_linger_ms=5,
+        # One step's outputs leave as a few large record batches (see BatchSink): the
+        # producer accepts a new batch for a partition only once the previous one has been
+        # sent, so 16 KiB batches (the default) made each step wait a round trip per 16 KiB.
+        # Well below the broker's 1 MiB message.max.bytes.
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
+        # Bigger fetches per partition (default 1 MiB): fewer round trips between Faust's
+        # consumer thread and its event loop per message (Faust alone: 14k -> 16.7k/s here).
+        consumer_max_fetch_size=CONSUMER_FETCH_BYTES,
     )
     sources = {
         kind: app.topic(
@@ -104,13 +335,19 @@ def create_app(settings: Settings) -> faust.App:
         for kind in EVENT_KINDS
     }
     redis = aioredis.from_url(settings.redis_url)
-    worker = StreamWorker(settings, FaustSink(app, partitions), dict(tables), redis)
+    sink = BatchSink(app)
+    histories = {kind: ChangelogTable(table, sink) for kind, table in tables.items()}
+    worker = StreamWorker(settings, sink, dict(histories), redis)
 
     def events_agent(kind: EventKind) -> Any:
         async def score(stream: faust.StreamT[Any]) -> None:
+            _settle_heap()
             batches = _batches(stream, settings.batch_size, settings.batch_within_s)
             async for events in batches:
-                await worker.handle_events(kind, _raw(events))
+                try:
+                    await worker.handle_events(kind, _raw(events))
+                finally:
+                    await sink.flush()  # what a failed step sent still goes, as with send_soon
 
         score.__name__ = f"score_{kind}s"
         return app.agent(sources[kind], name=f"score-{kind}s", sink=None)(score)
@@ -122,10 +359,13 @@ def create_app(settings: Settings) -> faust.App:
     async def learn(stream: faust.StreamT[Any]) -> None:
         batches = _batches(stream, settings.checkpoint_every_labels, settings.checkpoint_interval_s)
         async for events in batches:
-            counts = await worker.handle_labels(_raw(events))
+            try:
+                counts = await worker.handle_labels(_raw(events))
+            finally:
+                await sink.flush()
             log.info("labels: %s", counts)
 
-    setup_prometheus_sensors(app, name_prefix="faust")
+    setup_metrics(app)
     app.fraud_worker = worker  # type: ignore[attr-defined]
     return app
 

@@ -43,6 +43,36 @@ log = logging.getLogger(__name__)
 MODEL_REFRESH_INTERVAL_S = 1.0
 """How often a worker asks Redis whether a newer online checkpoint exists."""
 
+# A batch's per-event Redis commands run server-side in one script call each: one command
+# and one reply instead of one per event, which is what a pipeline of thousands of commands
+# costs in redis-py (packing, parsing, a timeout context per reply). The keys, values and
+# TTLs written, and what is read, are exactly those of the per-event commands.
+SET_SERVED_SCRIPT = """
+local n = tonumber(ARGV[2])
+for i = 1, n do
+  redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ARGV[1])
+end
+local waiting = {}
+for i = n + 1, #KEYS do
+  waiting[i - n] = redis.call('GET', KEYS[i])
+end
+return waiting
+"""
+"""SET KEYS[i] ARGV[i + 2] EX ARGV[1] for the first ARGV[2] keys (the served features of a
+batch), then GET the remaining keys (labels waiting for these events). One script, so the
+write of the features and the look for waiting labels are atomic: a label that the learner
+parks while this runs is either seen here or sees the features there."""
+
+RANGE_OUTCOMES_SCRIPT = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = redis.call('ZRANGEBYSCORE', key, ARGV[1], '+inf', 'WITHSCORES')
+end
+return out
+"""
+"""ZRANGEBYSCORE KEYS[i] ARGV[1] +inf WITHSCORES for every key: a flat member, score list
+per key (scores as Redis prints them, which parse back to the same floats)."""
+
 
 @dataclass(frozen=True)
 class RawMessage:
@@ -77,6 +107,8 @@ class StreamWorker:
         self._sink = sink
         self._histories = histories
         self._redis = redis
+        self._set_served = redis.register_script(SET_SERVED_SCRIPT)
+        self._range_outcomes = redis.register_script(RANGE_OUTCOMES_SCRIPT)
         self._checkpoints = OnlineCheckpoints(
             redis, self.keys, marker_ttl_s=settings.served_features_ttl_s
         )
@@ -201,29 +233,39 @@ class StreamWorker:
         """Label outcomes of the batch's terminals/senders within the feature window."""
         scopes = sorted({spec.scope(event) for event in events})
         since = min(event.timestamp for event in events) - F.OUTCOME_WINDOW_S
-        pipe = self._redis.pipeline(transaction=False)
-        for scope in scopes:
-            pipe.zrangebyscore(
-                self.keys.label_outcomes(spec.scope_name, scope), since, "+inf", withscores=True
-            )
-        results = await pipe.execute()
+        keys = [self.keys.label_outcomes(spec.scope_name, scope) for scope in scopes]
+        results = await self._range_outcomes(keys=keys, args=[since])
         outcomes: dict[str, Outcomes] = {}
-        for scope, members in zip(scopes, results, strict=True):
-            if members:
-                outcomes[scope] = [(ts, member.endswith(b":1")) for member, ts in members]
+        for scope, flat in zip(scopes, results, strict=True):
+            if flat:
+                outcomes[scope] = [
+                    (float(ts), member.endswith(b":1"))
+                    for member, ts in zip(flat[::2], flat[1::2], strict=True)
+                ]
         return outcomes
 
     async def _remember_served(
         self, spec: KindSpec[Any, Any], events: Sequence[Any], verdicts: Sequence[Verdict]
     ) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        ttl = self.settings.served_features_ttl_s
+        """Keep the served features by event id, and send again any label that arrived
+        before its event was scored (see :meth:`handle_labels`)."""
+        keys: list[str] = []
+        values: list[Any] = []
         for event, verdict in zip(events, verdicts, strict=True):
             if verdict.replayed:
                 continue
             record = {"k": spec.kind, "s": spec.scope(event), "f": verdict.scored.features}
-            pipe.set(self.keys.served(event.event_id), orjson.dumps(record), ex=ttl)
-        await pipe.execute()
+            keys.append(self.keys.served(event.event_id))
+            values.append(orjson.dumps(record))
+        # Replayed events are looked up too: a crash may have lost the label's second sending.
+        waiting_keys = [self.keys.waiting_label(event.event_id) for event in events]
+        waiting = await self._set_served(
+            keys=keys + waiting_keys,
+            args=[self.settings.served_features_ttl_s, len(keys), *values],
+        )
+        for event, label in zip(events, waiting, strict=True):
+            if label:
+                self._sink.send(self.topics.labels, event.event_id.encode(), label)
 
     async def _publish(self, kind: EventKind, verdicts: Sequence[Verdict]) -> None:
         for verdict in verdicts:
@@ -271,52 +313,80 @@ class StreamWorker:
         Call it only with messages of the single labels partition, in offset order. The
         caller acknowledges the messages after this returns: by then the checkpoint holding
         what they taught is saved.
+
+        A label can overtake its event: a worker catching up on a backlog reads the labels
+        topic alongside the event topics. Such a label waits in Redis (``waiting``), and the
+        worker that scores its event sends it to the labels topic again.
         """
         await self.start()
-        counts = {"learned": 0, "unknown": 0, "duplicate": 0, "replayed": 0, "invalid": 0}
-        labels: list[tuple[int, Label]] = []
+        counts = dict.fromkeys(("learned", "waiting", "duplicate", "replayed", "invalid"), 0)
+        labels: list[tuple[int, Label, bytes]] = []
         for message in messages:
             if message.offset <= self.label_offset:
                 counts["replayed"] += 1
                 continue
             try:
-                labels.append((message.offset, decode(message.value, Label)))
+                labels.append((message.offset, decode(message.value, Label), message.value))
             except InvalidEvent as exc:
                 self.dead_letter(message, exc.reason)
                 counts["invalid"] += 1
         if not labels:
             return counts
-        ids = [label.event_id for _, label in labels]
+        ids = [label.event_id for _, label, _ in labels]
         served_raw = await self._redis.mget([self.keys.served(eid) for eid in ids])
         done_raw = await self._redis.mget([self.keys.labelled(eid) for eid in ids])
         learned_ids: list[str] = []
         seen: set[str] = set()
+        early: list[tuple[Label, bytes]] = []
         outcomes = self._redis.pipeline(transaction=False)
-        for (_, label), served, done in zip(labels, served_raw, done_raw, strict=True):
+        for (_, label, raw), served, done in zip(labels, served_raw, done_raw, strict=True):
             if done or label.event_id in seen:
                 counts["duplicate"] += 1
                 metrics.LABELS.labels(label.kind, "duplicate").inc()
-                continue
+            elif served is None:
+                early.append((label, raw))
+            else:
+                self._learn(label, served, outcomes, counts)
+                learned_ids.append(label.event_id)
             seen.add(label.event_id)
+        for label, served in await self._park(early):
             if served is None:
-                counts["unknown"] += 1
-                metrics.LABELS.labels(label.kind, "unknown").inc()
-                continue
-            record = orjson.loads(served)
-            kind: EventKind = record["k"]
-            self.models[kind].learn_one(record["f"], label.is_positive)
-            learned_ids.append(label.event_id)
-            counts["learned"] += 1
-            metrics.LABELS.labels(kind, "learned").inc()
-            scope_key = self.keys.label_outcomes(SPECS[kind].scope_name, record["s"])
-            outcomes.zadd(
-                scope_key, {f"{label.event_id}:{int(label.is_positive)}": label.timestamp}
-            )
-            outcomes.zremrangebyscore(scope_key, "-inf", label.timestamp - F.OUTCOME_WINDOW_S)
-        last_offset = labels[-1][0]
+                counts["waiting"] += 1
+                metrics.LABELS.labels(label.kind, "waiting").inc()
+            else:  # its event was scored while the label was being parked
+                self._learn(label, served, outcomes, counts)
+                learned_ids.append(label.event_id)
         await outcomes.execute()
-        await self._checkpoint(last_offset, learned_ids)
+        await self._checkpoint(labels[-1][0], learned_ids)
         return counts
+
+    async def _park(self, early: list[tuple[Label, bytes]]) -> list[tuple[Label, bytes | None]]:
+        """Park labels whose events are not scored yet; return each with its served features
+        as read right after parking (atomically), which closes the race with the scorer."""
+        if not early:
+            return []
+        pipe = self._redis.pipeline(transaction=True)
+        for label, raw in early:
+            pipe.set(
+                self.keys.waiting_label(label.event_id), raw, ex=self.settings.served_features_ttl_s
+            )
+            pipe.get(self.keys.served(label.event_id))
+        results = await pipe.execute()
+        return [(label, served) for (label, _), served in zip(early, results[1::2], strict=True)]
+
+    def _learn(
+        self, label: Label, served: bytes | str, outcomes: Any, counts: dict[str, int]
+    ) -> None:
+        """Learn one label from the features served for its event; record its outcome."""
+        record = orjson.loads(served)
+        kind: EventKind = record["k"]
+        self.models[kind].learn_one(record["f"], label.is_positive)
+        counts["learned"] += 1
+        metrics.LABELS.labels(kind, "learned").inc()
+        scope_key = self.keys.label_outcomes(SPECS[kind].scope_name, record["s"])
+        outcomes.zadd(scope_key, {f"{label.event_id}:{int(label.is_positive)}": label.timestamp})
+        outcomes.zremrangebyscore(scope_key, "-inf", label.timestamp - F.OUTCOME_WINDOW_S)
+        outcomes.delete(self.keys.waiting_label(label.event_id))
 
     async def _checkpoint(self, label_offset: int, learned_ids: list[str]) -> None:
         async with self._checkpoint_lock:

@@ -111,6 +111,7 @@ def test_every_event_is_scored_bad_bytes_are_dead_lettered_and_labels_teach(sett
         assert int(r.hget(keys.online_checkpoint, "version")) >= 1
         assert r.exists(keys.labelled(txns[0].event_id))
         assert not r.exists(keys.labelled("txn-never-seen"))
+        assert r.exists(keys.waiting_label("txn-never-seen")), "an early label waits for its event"
 
         # One event id never produces two alerts.
         alerted = alert_event_ids(r, keys)
