@@ -1,0 +1,446 @@
+"""What every benchmark needs around the code it measures: a real broker and Redis, topics,
+the same synthetic events, and reading back when outputs reached the broker.
+
+Output topics are created with ``message.timestamp.type=LogAppendTime``: every message then
+carries the broker's clock at the moment it was written, i.e. when a consumer could first see
+it. Rates and latencies read those stamps, so the reading side never disturbs the figure (it
+can read after the run, or fall behind, without changing what it measures).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from models.events import Transaction
+from models.names import Metrics, Topics
+from models.settings import Settings
+from models.topology import topic_partitions
+from producers.publisher import Publisher
+from producers.transactions import TransactionSimulator
+
+REPO = Path(__file__).resolve().parents[1]
+SEED = 42
+START = 1_735_689_600.0  # 2025-01-01T00:00:00Z: simulated time, far from "now"
+OUTPUT_TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime"}
+
+
+@dataclass
+class Services:
+    """Where the broker and Redis are, and the pids of those started here (for CPU use)."""
+
+    bootstrap: str
+    redis_url: str
+    pids: dict[str, int]
+
+
+@contextlib.contextmanager
+def services(
+    workdir: Path,
+    bootstrap: str | None = None,
+    redis_url: str | None = None,
+    *,
+    with_redis: bool = True,
+) -> Iterator[Services]:
+    """The broker and Redis given, else a local broker / Redis started here (logs under
+    ``workdir``) and stopped on exit; ``with_redis=False``: no Redis (``redis_url`` "")."""
+    from local import KafkaBroker, RedisServer  # dev tooling, importable from the repo root
+
+    pids: dict[str, int] = {}
+    with contextlib.ExitStack() as stack:
+        if bootstrap is None:
+            print("starting a local Kafka broker ...", flush=True)
+            broker = stack.enter_context(
+                KafkaBroker(data_dir=workdir / "kafka-data", log_dir=workdir / "kafka")
+            )
+            bootstrap = broker.bootstrap
+            if broker.process is not None:
+                pids["kafka"] = broker.process.pid
+        if redis_url is None and not with_redis:
+            redis_url = ""
+        elif redis_url is None:
+            server = stack.enter_context(
+                RedisServer(data_dir=workdir / "redis-data", log_dir=workdir / "redis")
+            )
+            redis_url = server.url
+            if server.process is not None:
+                pids["redis"] = server.process.pid
+        print(f"Kafka at {bootstrap}" + (f", Redis at {redis_url}" if redis_url else ""))
+        yield Services(bootstrap, redis_url, pids)
+
+
+def floor_topic(namespace: str) -> str:
+    """Output of :mod:`benchmarks.naive`."""
+    return f"{namespace}.naive-scored.v1"
+
+
+def plumbing_topic(namespace: str) -> str:
+    """Output of :mod:`benchmarks.plumbing` (one message per step, holding its size)."""
+    return f"{namespace}.plumbing.v1"
+
+
+def bench_settings(bootstrap: str, redis_url: str, **overrides: object) -> Settings:
+    """Settings of a fresh namespace: topics, keys and consumer group nobody else uses."""
+    namespace = "bench" + uuid.uuid4().hex[:8]
+    return Settings.from_env(
+        {}, namespace=namespace, kafka_bootstrap=bootstrap, redis_url=redis_url, **overrides
+    )
+
+
+def create_topics(settings: Settings, output_topics: Sequence[str] = ()) -> None:
+    """Create the namespace's topics; ``output_topics`` (any names) get LogAppendTime stamps."""
+    wanted = topic_partitions(settings)
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="bench-admin")
+    try:
+        for name in [*wanted, *output_topics]:
+            config = OUTPUT_TOPIC_CONFIG if name in output_topics else {}
+            count = wanted.get(name, settings.partitions)
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(
+                    [
+                        NewTopic(
+                            name, num_partitions=count, replication_factor=1, topic_configs=config
+                        )
+                    ]
+                )
+    finally:
+        admin.close()
+
+
+def synthetic_transactions(count: int, seed: int = SEED) -> list[Transaction]:
+    """The producers' simulator (habits and fraud campaigns), in simulated time."""
+    simulator = TransactionSimulator(seed, start=START)
+    return [next(simulator).event for _ in range(count)]
+
+
+def publish(settings: Settings, events: Sequence[Transaction]) -> float:
+    """Publish to the transactions topic as the producers do; return the seconds it took."""
+    topic = Topics.for_namespace(settings.namespace).transactions
+    started = time.perf_counter()
+    with Publisher.from_settings(settings, client_id="bench-publisher") as publisher:
+        for event in events:
+            publisher.publish(topic, event)
+    return time.perf_counter() - started
+
+
+def _consumer(settings: Settings) -> KafkaConsumer:
+    return KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        client_id="bench-reader",
+    )
+
+
+def _partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
+    found = consumer.partitions_for_topic(topic) or set()
+    return [TopicPartition(topic, p) for p in sorted(found)]
+
+
+def message_count(consumer: KafkaConsumer, topic: str) -> int:
+    tps = _partitions(consumer, topic)
+    if not tps:
+        return 0
+    ends = consumer.end_offsets(tps)
+    begins = consumer.beginning_offsets(tps)
+    return sum(ends[tp] - begins[tp] for tp in tps)
+
+
+def wait_for_messages(
+    settings: Settings,
+    topic: str,
+    count: int,
+    *,
+    timeout_s: float,
+    alive: Callable[[], bool] = lambda: True,
+    progress_s: float = 5.0,
+) -> int:
+    """Poll the end offsets of ``topic`` (cheap: no message is read) until it holds ``count``
+    messages; return how many it holds. Raises ``TimeoutError`` or ``RuntimeError`` (dead)."""
+    consumer = _consumer(settings)
+    try:
+        deadline = time.monotonic() + timeout_s
+        next_report = time.monotonic() + progress_s
+        while True:
+            n = message_count(consumer, topic)
+            if n >= count:
+                return n
+            if not alive():
+                raise RuntimeError(f"the process under test died with {n:,}/{count:,} done")
+            now = time.monotonic()
+            if now > deadline:
+                raise TimeoutError(f"{n:,}/{count:,} messages on {topic} after {timeout_s:.0f} s")
+            if now >= next_report:
+                print(f"  ... {n:,}/{count:,} scored", flush=True)
+                next_report = now + progress_s
+            time.sleep(0.25)
+    finally:
+        consumer.close()
+
+
+@dataclass(frozen=True)
+class Span:
+    """Events a process output, and the broker stamps of its first and last output."""
+
+    count: int
+    first: float
+    last: float
+    counted: int | None = None
+    """Events done between the two stamps, when not ``count`` (see :func:`wait_for_counted`)."""
+
+    @property
+    def rate(self) -> float:
+        done = self.count if self.counted is None else self.counted
+        return done / (self.last - self.first) if self.last > self.first else float("nan")
+
+
+def topic_span(settings: Settings, topic: str) -> Span:
+    """Count and first/last timestamps of ``topic``, reading two messages per partition."""
+    consumer = _consumer(settings)
+    try:
+        tps = _partitions(consumer, topic)
+        ends, begins = consumer.end_offsets(tps), consumer.beginning_offsets(tps)
+        stamps: list[int] = []
+        for tp in tps:
+            for offset in sorted({begins[tp], ends[tp] - 1}):
+                if offset < begins[tp]:
+                    continue
+                consumer.assign([tp])
+                consumer.seek(tp, offset)
+                records = consumer.poll(timeout_ms=10_000, max_records=1).get(tp, [])
+                if not records:
+                    raise RuntimeError(f"could not read {tp.topic}[{tp.partition}]@{offset}")
+                stamps.append(records[0].timestamp)
+        count = sum(ends[tp] - begins[tp] for tp in tps)
+        if not stamps:
+            return Span(0, float("nan"), float("nan"))
+        return Span(count, min(stamps) / 1000.0, max(stamps) / 1000.0)
+    finally:
+        consumer.close()
+
+
+def wait_for_counted(
+    settings: Settings,
+    topic: str,
+    count: int,
+    *,
+    timeout_s: float,
+    alive: Callable[[], bool] = lambda: True,
+) -> Span:
+    """For a topic whose messages each hold a number of events (:mod:`benchmarks.plumbing`):
+    read it until they add up to ``count``; the span's count is that sum. A timeout or a
+    dead process ends the wait early, with what was counted."""
+    consumer = _consumer(settings)
+    steps: list[tuple[float, int]] = []
+    total = 0
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not _partitions(consumer, topic) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        tps = _partitions(consumer, topic)
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        while total < count and time.monotonic() < deadline and alive():
+            for records in consumer.poll(timeout_ms=500).values():
+                for record in records:
+                    steps.append((record.timestamp / 1000.0, int(record.value)))
+                    total += int(record.value)
+    finally:
+        consumer.close()
+    if len(steps) < 2:
+        return Span(total, float("nan"), float("nan"))
+    steps.sort()
+    # Each stamp closes a step: the first step's events were taken before the first stamp.
+    return Span(total, steps[0][0], steps[-1][0], counted=total - steps[0][1])
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def free_port() -> int:
+    from local import free_ports
+
+    return free_ports(1)[0]
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (0.0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores of the machine have spent busy since boot (from /proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _TICKS
+
+
+class FaustProcess:
+    """``python -m <module> --datadir DIR worker -l info --web-port N`` (a stream worker, or
+    the naive floor) with the namespace's ``FRAUD_*`` settings, logging to ``<name>.log``.
+
+    ``extra_env`` adds or overrides variables (``FRAUD_BATCH_WITHIN_S``...); ``profile``
+    attaches ``py-spy record`` (raw collapsed stacks, idle included) to it.
+    """
+
+    def __init__(
+        self,
+        module: str,
+        name: str,
+        settings: Settings,
+        workdir: Path,
+        *,
+        extra_env: dict[str, str] | None = None,
+        profile: Path | None = None,
+    ) -> None:
+        self.module = module
+        self.name = name
+        self.settings = settings
+        self.workdir = workdir
+        self.web_port = free_port()
+        self.log_path = workdir / f"{name}.log"
+        self.extra_env = extra_env or {}
+        self.profile = profile
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._spy: subprocess.Popen[bytes] | None = None
+        self.started_at = float("nan")
+
+    def start(self) -> FaustProcess:
+        env = dict(os.environ)
+        env.update(
+            FRAUD_NAMESPACE=self.settings.namespace,
+            FRAUD_KAFKA_BOOTSTRAP=self.settings.kafka_bootstrap,
+            FRAUD_REDIS_URL=self.settings.redis_url,
+            FRAUD_PARTITIONS=str(self.settings.partitions),
+            FRAUD_WEB_PORT=str(self.web_port),
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.extra_env)
+        cmd = [
+            sys.executable, "-m", self.module, "--datadir", str(self.workdir / f"{self.name}-data"),
+            "worker", "-l", "info", "--web-port", str(self.web_port),
+        ]  # fmt: skip
+        print(f"{self.name}: python -m {self.module} worker (log {self.log_path})", flush=True)
+        self.started_at = time.time()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        if self.profile is not None:
+            self.profile.mkdir(parents=True, exist_ok=True)
+            spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+            self._spy = subprocess.Popen(
+                [spy, "record", "--pid", str(self.proc.pid), "--rate", "100", "--format", "raw",
+                 "--idle", "--output", str(self.profile / f"{self.name}.txt")],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "not started"
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def scoring_steps(self) -> int | None:
+        """Batches the worker scored (``fraud_scoring_latency_seconds_count``), if known."""
+        try:
+            url = f"http://127.0.0.1:{self.web_port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            return None
+        steps = 0
+        for line in text.splitlines():
+            if line.startswith(f"{Metrics.SCORING_LATENCY}_count"):
+                steps += int(float(line.rsplit(" ", 1)[1]))
+        return steps
+
+    def stop(self) -> None:
+        if self._spy is not None:
+            self._spy.send_signal(signal.SIGINT)
+            try:
+                self._spy.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._spy.kill()
+            self._spy = None
+        if self.alive():
+            assert self.proc is not None
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def __enter__(self) -> FaustProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class CpuMeter:
+    """CPU seconds used between :meth:`start` and :meth:`read` by named processes, by this
+    process, and by everything else on the machine (other users of the two cores)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = dict(pids)
+        self._before: dict[str, float] = {}
+        self._busy = 0.0
+
+    def start(self) -> CpuMeter:
+        self._before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._before["this script"] = cpu_seconds(os.getpid())
+        self._busy = machine_busy_seconds()
+        return self
+
+    def add(self, name: str, pid: int) -> None:
+        """Count a process started after :meth:`start` from its birth."""
+        self.pids[name] = pid
+        self._before[name] = 0.0
+
+    def read(self, finished: dict[str, float] | None = None) -> dict[str, float]:
+        """CPU seconds so far; ``finished``: those of processes that ended meanwhile (their
+        own count: /proc no longer has them)."""
+        used = {name: cpu_seconds(pid) - self._before[name] for name, pid in self.pids.items()}
+        used.update(finished or {})
+        used["this script"] = cpu_seconds(os.getpid()) - self._before["this script"]
+        busy = machine_busy_seconds() - self._busy
+        used["anything else"] = max(0.0, busy - sum(used.values()))
+        return used
+
+
+def describe_cpu(used: dict[str, float], wall_s: float) -> str:
+    parts = ", ".join(f"{name} {seconds:.1f}" for name, seconds in used.items())
+    return f"CPU seconds over {wall_s:.1f} s on {cpu_count()} cores: {parts}"

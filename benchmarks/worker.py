@@ -1,0 +1,276 @@
+"""Throughput of the stream worker next to its ceiling and its floor, on the same events.
+
+One run, one set of synthetic transactions (the producers' simulator, seed 42):
+
+ceiling
+    The worker's CPU work without Kafka, Redis or Faust, in this process: decode the raw
+    bytes (msgspec, validated), :func:`stream.scoring.score_batch` in batches of
+    ``FRAUD_BATCH_SIZE`` (features from the card history, online-model score, decision,
+    reasons for alerts, history update), and encode every scored event. No learning: the
+    run has no labels. ``score_batch`` alone, on decoded events, is shown too. It runs
+    before any service starts.
+floor
+    :mod:`benchmarks.naive`: a per-event Faust agent (faust.Record decode, a one-event
+    ``score_batch``, ``await send``), no table, no Redis.
+Faust alone
+    :mod:`benchmarks.plumbing`: the worker's Faust app and ``take_events`` batching with an
+    agent that does nothing: the most any agent built this way can move here.
+worker
+    The real ``python -m stream worker`` in a subprocess, started once the events are on
+    the topic: tables with changelogs, Redis, scored events (and alerts) out.
+
+The rates of the Faust processes come from the broker's LogAppendTime stamps on their
+output topic: sustained = events / (last stamp - first stamp); total = last stamp - process
+start (start-up, group join and table recovery included). CPU seconds are counted for every
+process involved and for the rest of the machine, which other work may share.
+
+Usage: ``python -m benchmarks worker [--count N] [--skip-floor] [--profile DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks import stack
+from models.events import Transaction, decode, encode
+from models.features import CardHistory
+from models.names import Topics
+from models.online import OnlineModel
+from models.settings import Settings
+from stream.scoring import TRANSACTIONS, Thresholds, score_batch
+
+# --------------------------------------------------------------------------- ceiling
+
+
+def ceiling(raw: list[bytes], settings: Settings) -> tuple[float, float]:
+    """(events/s of decode + score_batch + encode, events/s of score_batch alone)."""
+    size = settings.batch_size
+    model = OnlineModel("transaction", positive_weight=settings.positive_weight)
+    thresholds = Thresholds.for_kind("transaction", settings)
+
+    histories: dict[str, CardHistory] = {}
+    started = time.perf_counter()
+    for i in range(0, len(raw), size):
+        events = [decode(value, Transaction) for value in raw[i : i + size]]
+        verdicts = score_batch(
+            TRANSACTIONS, events, histories, {}, model, "v", thresholds, scored_at=time.time()
+        )
+        for verdict in verdicts:
+            encode(verdict.scored)
+    full = len(raw) / (time.perf_counter() - started)
+
+    decoded = [decode(value, Transaction) for value in raw]
+    histories = {}
+    started = time.perf_counter()
+    for i in range(0, len(decoded), size):
+        batch = decoded[i : i + size]
+        score_batch(TRANSACTIONS, batch, histories, {}, model, "v", thresholds, time.time())
+    alone = len(decoded) / (time.perf_counter() - started)
+    return full, alone
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@dataclass(frozen=True)
+class ProcessRun:
+    """What one Faust process did with the pre-published events."""
+
+    label: str
+    span: stack.Span
+    started_at: float
+    finished: bool
+    cpu_s: dict[str, float]
+    steps: int | None
+    """Scoring steps (batches) the worker took, from its /metrics."""
+
+    @property
+    def total_s(self) -> float:
+        return self.span.last - self.started_at
+
+    @property
+    def startup_s(self) -> float:
+        return self.span.first - self.started_at
+
+
+def run_process(
+    process: stack.FaustProcess,
+    label: str,
+    output: str,
+    count: int,
+    *,
+    timeout_s: float,
+    services: dict[str, int],
+    counted: bool = False,
+) -> ProcessRun:
+    """Run ``process`` until ``output`` holds ``count`` events (or ``timeout_s``): one
+    message per event, or with ``counted`` messages that hold event counts."""
+    meter = stack.CpuMeter(services).start()
+    finished = True
+    with process:
+        meter.add(process.name, process.pid)
+        if counted:
+            span = stack.wait_for_counted(
+                process.settings, output, count, timeout_s=timeout_s, alive=process.alive
+            )
+            finished = span.count >= count
+        else:
+            try:
+                stack.wait_for_messages(
+                    process.settings, output, count, timeout_s=timeout_s, alive=process.alive
+                )
+            except TimeoutError as exc:
+                print(f"  {exc}: measuring what was done", flush=True)
+                finished = False
+        if not process.alive():
+            raise RuntimeError(f"{process.name} died:\n{process.log_tail()}")
+        cpu = meter.read()
+        steps = process.scoring_steps()
+    if not counted:
+        span = stack.topic_span(process.settings, output)
+    return ProcessRun(label, span, process.started_at, finished, cpu, steps)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks worker",
+        description="Worker throughput next to its ceiling (scoring in memory) and its "
+        "floor (a per-event Faust agent), through a real Kafka broker and Redis started "
+        "for the run.",
+    )
+    parser.add_argument("--count", type=int, default=200_000, help="events (default 200000)")
+    parser.add_argument(
+        "--skip-floor",
+        action="store_true",
+        help="measure the worker only (not the per-event floor nor Faust alone)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=150.0, help="seconds given to the worker (150)"
+    )
+    parser.add_argument(
+        "--floor-timeout",
+        type=float,
+        default=60.0,
+        help="seconds given to the floor and to Faust alone (60 each); a rate is measured "
+        "on what they did by then",
+    )
+    parser.add_argument(
+        "--bootstrap-servers", metavar="HOST:PORT", help="use this broker instead of starting one"
+    )
+    parser.add_argument("--redis-url", metavar="URL", help="use this Redis instead of starting one")
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR", help="py-spy both Faust processes into DIR"
+    )
+    parser.add_argument(
+        "--workdir", type=Path, metavar="DIR", help="keep logs and data here (default: temp)"
+    )
+    args = parser.parse_args(argv)
+    if args.count < 1:
+        parser.error("--count must be at least 1")
+    if args.timeout <= 0 or args.floor_timeout <= 0:
+        parser.error("timeouts must be positive")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    print(f"{stack.cpu_count()} cores; {args.count:,} synthetic transactions", flush=True)
+    started = time.perf_counter()
+    events = stack.synthetic_transactions(args.count)
+    raw = [encode(event) for event in events]
+    print(f"generated in {time.perf_counter() - started:.1f} s", flush=True)
+
+    # Before any service starts: a broker's JVM warming up would share the cores with it.
+    print("ceiling: decode + score_batch + encode in memory ...", flush=True)
+    full, alone = ceiling(raw, Settings.from_env())
+    del raw
+
+    with contextlib.ExitStack() as cleanup:
+        if args.workdir is None:
+            workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
+        else:
+            workdir = args.workdir
+            workdir.mkdir(parents=True, exist_ok=True)
+        svc = cleanup.enter_context(stack.services(workdir, args.bootstrap_servers, args.redis_url))
+        settings = stack.bench_settings(svc.bootstrap, svc.redis_url)
+        topics = Topics.for_namespace(settings.namespace)
+        floor_topic = stack.floor_topic(settings.namespace)
+        stack.create_topics(settings, [topics.scored, floor_topic])
+        took = stack.publish(settings, events)
+        print(f"published {len(events):,} events in {took:.1f} s", flush=True)
+        del events
+
+        runs = []
+        worker = stack.FaustProcess("stream", "worker", settings, workdir, profile=args.profile)
+        runs.append(
+            run_process(
+                worker,
+                "worker: python -m stream worker",
+                topics.scored,
+                args.count,
+                timeout_s=args.timeout,
+                services=svc.pids,
+            )
+        )
+        if not args.skip_floor:
+            plumbing_app = stack.FaustProcess(
+                "benchmarks.plumbing", "plumbing", settings, workdir, profile=args.profile
+            )
+            runs.insert(
+                0,
+                run_process(
+                    plumbing_app,
+                    "Faust alone: take_events, no work (plumbing)",
+                    stack.plumbing_topic(settings.namespace),
+                    args.count,
+                    timeout_s=args.floor_timeout,
+                    services=svc.pids,
+                    counted=True,
+                ),
+            )
+            floor = stack.FaustProcess(
+                "benchmarks.naive", "floor", settings, workdir, profile=args.profile
+            )
+            runs.insert(
+                0,
+                run_process(
+                    floor,
+                    "floor: per-event Faust agent (faust.Record)",
+                    floor_topic,
+                    args.count,
+                    timeout_s=args.floor_timeout,
+                    services=svc.pids,
+                ),
+            )
+
+    print()
+    print(f"{'':<52} {'events/s':>10} {'events':>9} {'total s':>8}")
+    print(f"{'ceiling: score_batch alone (in memory)':<52} {alone:>10,.0f}")
+    print(f"{'ceiling: decode + score_batch + encode (in memory)':<52} {full:>10,.0f}")
+    for run in runs:
+        note = "" if run.finished else "  (stopped at its timeout)"
+        print(
+            f"{run.label:<52} {run.span.rate:>10,.0f} {run.span.count:>9,} {run.total_s:>8.1f}"
+            f"  (start-up {run.startup_s:.1f} s){note}"
+        )
+    for run in runs:
+        print(f"{run.label.split(':')[0]}: {stack.describe_cpu(run.cpu_s, run.total_s)}")
+        if run.steps:
+            print(f"{'':<7}{run.steps:,} scoring steps, {run.span.count / run.steps:,.0f} each")
+    if runs[-1].span.count > args.count:
+        print(f"note: the worker wrote {runs[-1].span.count - args.count:,} events twice")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))
