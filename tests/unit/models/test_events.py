@@ -1,4 +1,4 @@
-"""Event schemas: valid events round-trip; bad bytes are refused with a reason a person can act on."""
+"""Event schemas: valid events round-trip; bad bytes are refused with an actionable reason."""
 
 from __future__ import annotations
 
