@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -39,6 +40,9 @@ from stream import metrics
 from stream.scoring import SPECS, KindSpec, Outcomes, Thresholds, Verdict, score_batch
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_ATTEMPTS = 3
+"""Times a learner re-learns a batch on top of a newer checkpoint before it gives up."""
 
 MODEL_REFRESH_INTERVAL_S = 1.0
 """How often a worker asks Redis whether a newer online checkpoint exists."""
@@ -330,19 +334,37 @@ class StreamWorker:
             except InvalidEvent as exc:
                 self.dead_letter(message, exc.reason)
                 counts["invalid"] += 1
-        if not labels:
-            return counts
+        for _ in range(CHECKPOINT_ATTEMPTS):
+            labels = [item for item in labels if item[0] > self.label_offset]
+            if not labels:
+                return counts
+            outcome_counts, learned_ids, outcomes = await self._learn_batch(labels)
+            if await self._checkpoint(labels[-1][0], learned_ids):
+                await outcomes.execute()
+                for (kind, outcome), n in outcome_counts.items():
+                    counts[outcome] += n
+                    metrics.LABELS.labels(kind, outcome).inc(n)
+                return counts
+            # Another learner saved first; this worker now holds its checkpoint: learn the
+            # batch again on top of it (labels it learned already are duplicates now).
+        raise CheckpointConflict(f"no checkpoint saved after {CHECKPOINT_ATTEMPTS} attempts")
+
+    async def _learn_batch(
+        self, labels: Sequence[tuple[int, Label, bytes]]
+    ) -> tuple[Counter[tuple[str, str]], list[str], Any]:
+        """Learn what ``labels`` teach into the in-memory models; return the counts by
+        (kind, outcome), the ids learned, and the label-outcome writes to run once saved."""
         ids = [label.event_id for _, label, _ in labels]
         served_raw = await self._redis.mget([self.keys.served(eid) for eid in ids])
         done_raw = await self._redis.mget([self.keys.labelled(eid) for eid in ids])
+        counts: Counter[tuple[str, str]] = Counter()
         learned_ids: list[str] = []
         seen: set[str] = set()
         early: list[tuple[Label, bytes]] = []
         outcomes = self._redis.pipeline(transaction=False)
         for (_, label, raw), served, done in zip(labels, served_raw, done_raw, strict=True):
             if done or label.event_id in seen:
-                counts["duplicate"] += 1
-                metrics.LABELS.labels(label.kind, "duplicate").inc()
+                counts[label.kind, "duplicate"] += 1
             elif served is None:
                 early.append((label, raw))
             else:
@@ -351,14 +373,11 @@ class StreamWorker:
             seen.add(label.event_id)
         for label, served in await self._park(early):
             if served is None:
-                counts["waiting"] += 1
-                metrics.LABELS.labels(label.kind, "waiting").inc()
+                counts[label.kind, "waiting"] += 1
             else:  # its event was scored while the label was being parked
                 self._learn(label, served, outcomes, counts)
                 learned_ids.append(label.event_id)
-        await outcomes.execute()
-        await self._checkpoint(labels[-1][0], learned_ids)
-        return counts
+        return counts, learned_ids, outcomes
 
     async def _park(self, early: list[tuple[Label, bytes]]) -> list[tuple[Label, bytes | None]]:
         """Park labels whose events are not scored yet; return each with its served features
@@ -375,20 +394,20 @@ class StreamWorker:
         return [(label, served) for (label, _), served in zip(early, results[1::2], strict=True)]
 
     def _learn(
-        self, label: Label, served: bytes | str, outcomes: Any, counts: dict[str, int]
+        self, label: Label, served: bytes | str, outcomes: Any, counts: Counter[tuple[str, str]]
     ) -> None:
         """Learn one label from the features served for its event; record its outcome."""
         record = orjson.loads(served)
         kind: EventKind = record["k"]
         self.models[kind].learn_one(record["f"], label.is_positive)
-        counts["learned"] += 1
-        metrics.LABELS.labels(kind, "learned").inc()
+        counts[kind, "learned"] += 1
         scope_key = self.keys.label_outcomes(SPECS[kind].scope_name, record["s"])
         outcomes.zadd(scope_key, {f"{label.event_id}:{int(label.is_positive)}": label.timestamp})
         outcomes.zremrangebyscore(scope_key, "-inf", label.timestamp - F.OUTCOME_WINDOW_S)
         outcomes.delete(self.keys.waiting_label(label.event_id))
 
-    async def _checkpoint(self, label_offset: int, learned_ids: list[str]) -> None:
+    async def _checkpoint(self, label_offset: int, learned_ids: list[str]) -> bool:
+        """Save the models; on a conflict load the newer checkpoint and return False."""
         async with self._checkpoint_lock:
             try:
                 self.version = await self._checkpoints.save(
@@ -399,11 +418,11 @@ class StreamWorker:
                 )
                 self.label_offset = label_offset
             except CheckpointConflict as exc:
-                # Another worker learned meanwhile (a rebalance moved the labels partition):
-                # its checkpoint wins; what this batch taught is dropped and logged.
-                log.warning("checkpoint conflict (%s); reloading the newer checkpoint", exc)
+                # Another worker learned meanwhile (a rebalance moved the labels partition).
+                log.warning("checkpoint conflict (%s); loading the newer checkpoint", exc)
                 await self._load_checkpoint()
-                return
+                return False
         for kind in EVENT_KINDS:
             metrics.CHECKPOINTS.labels(kind).inc()
             metrics.MODEL_VERSION.labels(kind, "online").set(self.version)
+        return True
