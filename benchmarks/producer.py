@@ -115,12 +115,16 @@ def main() -> int:
     print(f"generation + encode:                  {encoding(args.count):>9,.0f} events/s")
     try:
         rate, sent = sending(args.count, settings, labels=False)
-        print(f"generation + encode + send (Kafka):   {rate:>9,.0f} events/s "
-              f"({sent:,} messages to {settings.kafka_bootstrap})")
+        print(
+            f"generation + encode + send (Kafka):   {rate:>9,.0f} events/s "
+            f"({sent:,} messages to {settings.kafka_bootstrap})"
+        )
         if not args.skip_labels:
             rate, sent = sending(args.count, settings, labels=True)
-            print(f"... + one label per event:            {rate:>9,.0f} events/s "
-                  f"({sent:,} messages, {sent / args.count * rate:,.0f} messages/s)")
+            print(
+                f"... + one label per event:            {rate:>9,.0f} events/s "
+                f"({sent:,} messages, {sent / args.count * rate:,.0f} messages/s)"
+            )
     except (KafkaUnavailable, PublishError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -213,6 +213,22 @@ def utc_from_timestamp(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
 
 
+def parse_instant(text: str) -> float:
+    """POSIX seconds of an ISO 8601 time; a time without an offset is taken as UTC.
+
+    Raises ``ValueError`` with an example of the expected form (CLIs turn it into a message).
+    """
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"not an ISO time: {text!r} (e.g. 2025-01-06 or 2025-01-06T08:00:00Z)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
 def entity_key(event: Transaction | Email) -> str:
     """The Kafka key of an event: the entity whose state it updates (card, or sender)."""
     return event.card_id if isinstance(event, Transaction) else event.sender

@@ -17,10 +17,9 @@ import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
 from typing import NoReturn
 
-from models.events import MAX_FUTURE_SKEW_S, Email, Transaction
+from models.events import MAX_FUTURE_SKEW_S, Email, Transaction, parse_instant
 from models.names import EventKind, Topics
 from models.settings import Settings, SettingsError
 from producers.clock import Clock, SimulatedClock, WallClock, start_before
@@ -97,16 +96,11 @@ def _seed(text: str) -> int:
 
 
 def _instant(text: str) -> float:
-    """An ISO 8601 time (UTC when it has no offset) as POSIX seconds."""
+    """An ISO 8601 time (UTC when it has no offset) as POSIX seconds, for argparse."""
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not an ISO time: {text!r} (e.g. 2025-01-06 or 2025-01-06T08:00:00Z)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+        return parse_instant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # -- parser --------------------------------------------------------------------------------

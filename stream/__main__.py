@@ -1,6 +1,8 @@
 """``python -m stream worker [faust worker options]``: start a stream worker.
+``python -m stream backtest FILE [options]``: score a labelled dataset offline.
 
-A thin alias of ``faust -A stream.app worker`` so users need one entry point per part.
+``worker`` is a thin alias of ``faust -A stream.app worker`` so users need one entry point per
+part; ``backtest`` runs :mod:`stream.backtest` (no Kafka, no Redis, no Faust).
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import sys
 
 USAGE = """usage: python -m stream [--datadir DIR] worker [worker options: -l info --web-port N]
+       python -m stream backtest FILE|--generate KIND [options]   (backtest --help)
 
 Starts a stream worker (same as: faust -A stream.app [--datadir DIR] worker ...). Two workers
 on one machine need distinct --web-port and --datadir. Configure it with FRAUD_* environment
@@ -16,6 +19,10 @@ variables:
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "backtest":
+        from stream.backtest import main as backtest
+
+        return backtest(argv[1:])
     if not argv or argv[0] in ("-h", "--help"):
         from models.settings import Settings
 

@@ -45,12 +45,16 @@ def test_every_command_has_help(command):
         (["emails", "--count", "many"], "argument --count: not a whole number"),
         (["emails", "--simulate-start", "yesterday"], "argument --simulate-start: not an ISO"),
         (["transactions", "--seed", "-3"], "argument --seed: must be zero or more"),
-        (["emails", "--dry-run", "--truth-out", "/nonexistent/dir/t.csv"],
-         "cannot write --truth-out /nonexistent/dir/t.csv"),
+        (
+            ["emails", "--dry-run", "--truth-out", "/nonexistent/dir/t.csv"],
+            "cannot write --truth-out /nonexistent/dir/t.csv",
+        ),
         (["replay", "x.csv"], "the following arguments are required: --kind"),
         (["replay", "/nonexistent.csv", "--kind", "transaction"], "no such file"),
-        (["replay", "x.csv", "--kind", "email", "--map", "amount=amt"],
-         "'amount' is not an email field"),
+        (
+            ["replay", "x.csv", "--kind", "email", "--map", "amount=amt"],
+            "'amount' is not an email field",
+        ),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(args, message):
@@ -70,8 +74,17 @@ def test_a_bad_replay_file_exits_2_naming_the_problem(tmp_path):
 
 
 def test_unreachable_kafka_exits_1_naming_the_servers():
-    result = run("transactions", "--count", "1", "--seed", "1", "--connect-timeout", "1",
-                 "--bootstrap-servers", "127.0.0.1:1")
+    result = run(
+        "transactions",
+        "--count",
+        "1",
+        "--seed",
+        "1",
+        "--connect-timeout",
+        "1",
+        "--bootstrap-servers",
+        "127.0.0.1:1",
+    )
     assert result.returncode == 1
     assert "cannot reach Kafka at 127.0.0.1:1" in result.stderr
     assert "Traceback" not in result.stderr
@@ -85,9 +98,24 @@ def test_a_bad_environment_variable_exits_1_naming_it():
 
 def test_a_dry_run_prints_events_and_labels_as_json_and_is_reproducible(tmp_path):
     truth = tmp_path / "truth.csv"
-    args = ["transactions", "--dry-run", "--rate", "0", "--count", "20", "--seed", "3",
-            "--simulate-start", "2025-06-02T08:00:00Z", "--label-delay", "5",
-            "--truth-out", str(truth), "--customers", "500"]
+    args = [
+        "transactions",
+        "--dry-run",
+        "--rate",
+        "0",
+        "--count",
+        "20",
+        "--seed",
+        "3",
+        "--simulate-start",
+        "2025-06-02T08:00:00Z",
+        "--label-delay",
+        "5",
+        "--truth-out",
+        str(truth),
+        "--customers",
+        "500",
+    ]
     result = run(*args)
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
@@ -113,9 +141,23 @@ def test_a_namespace_sets_the_topics():
 def test_a_dry_run_replay(tmp_path):
     path = tmp_path / "cc.csv"
     path.write_text("Time,V1,Amount,Class\n0,-1.3,149.62,0\n1,1.2,2.69,1\n")
-    result = run("replay", str(path), "--kind", "transaction", "--map", "event_time=Time",
-                 "--map", "amount=Amount", "--map", "label=Class", "--extra", "all",
-                 "--dry-run", "--start", "2025-01-01")
+    result = run(
+        "replay",
+        str(path),
+        "--kind",
+        "transaction",
+        "--map",
+        "event_time=Time",
+        "--map",
+        "amount=Amount",
+        "--map",
+        "label=Class",
+        "--extra",
+        "all",
+        "--dry-run",
+        "--start",
+        "2025-01-01",
+    )
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["value"]["extra"] for r in records[:2]] == [{"V1": -1.3}, {"V1": 1.2}]
@@ -126,9 +168,23 @@ def test_a_dry_run_replay(tmp_path):
 
 def test_sigterm_stops_a_live_run_cleanly():
     process = subprocess.Popen(
-        [sys.executable, "-m", "producers", "emails", "--dry-run", "--rate", "50",
-         "--duration", "60", "--seed", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "producers",
+            "emails",
+            "--dry-run",
+            "--rate",
+            "50",
+            "--duration",
+            "60",
+            "--seed",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
     )
     assert process.stdout is not None
     process.stdout.readline()  # running: the first event is out

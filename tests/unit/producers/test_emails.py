@@ -20,10 +20,14 @@ def stream() -> list:
 
 
 def test_the_same_seed_gives_the_same_stream():
-    first = [(encode(i.event), i.scenario, i.true_probability)
-             for i in EmailSimulator(9, start=START).take(2_000)]
-    again = [(encode(i.event), i.scenario, i.true_probability)
-             for i in EmailSimulator(9, start=START).take(2_000)]
+    first = [
+        (encode(i.event), i.scenario, i.true_probability)
+        for i in EmailSimulator(9, start=START).take(2_000)
+    ]
+    again = [
+        (encode(i.event), i.scenario, i.true_probability)
+        for i in EmailSimulator(9, start=START).take(2_000)
+    ]
     assert first == again
     assert first[0][0].startswith(b'{"schema_version":1,"event_id":"em-9-0000000000"')
 
@@ -48,9 +52,20 @@ def test_the_spam_rate_is_close_to_the_configured_one(stream):
 
 def test_every_campaign_and_ham_family_appears(stream):
     seen = collections.Counter(i.scenario for i in stream)
-    for name in ("phishing", "advance_fee", "pharmacy", "crypto_lottery", SHARED_FAMILY,
-                 DRIFT_CAMPAIGN, "ham_work_thread", "ham_newsletter", "ham_personal",
-                 "ham_notification", "ham_invoice", f"ham_{SHARED_FAMILY}"):
+    for name in (
+        "phishing",
+        "advance_fee",
+        "pharmacy",
+        "crypto_lottery",
+        SHARED_FAMILY,
+        DRIFT_CAMPAIGN,
+        "ham_work_thread",
+        "ham_newsletter",
+        "ham_personal",
+        "ham_notification",
+        "ham_invoice",
+        f"ham_{SHARED_FAMILY}",
+    ):
         assert seen[name] > 0, name
     drift = [i for i in stream if i.scenario == DRIFT_CAMPAIGN]
     assert min(i.event.timestamp for i in drift) >= START + 3 * 3600

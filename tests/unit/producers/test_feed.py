@@ -39,8 +39,12 @@ class Recorder:
 
 def feed_of(sink: Recorder, count: int, delay: float, **kwargs: object) -> Feed:
     return Feed(
-        sink=sink, events_topic="t.events", labels_topic="t.labels", kind="transaction",
-        labels=LabelQueue(random.Random(0), mean_delay_s=delay), pace=Pace(count=count),
+        sink=sink,
+        events_topic="t.events",
+        labels_topic="t.labels",
+        kind="transaction",
+        labels=LabelQueue(random.Random(0), mean_delay_s=delay),
+        pace=Pace(count=count),
         **kwargs,  # type: ignore[arg-type]
     )
 

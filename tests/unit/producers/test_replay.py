@@ -20,8 +20,14 @@ FRAUD_TRAIN = """\
 1,2019-01-01 00:00:44,630423337322,fraud_Heller,grocery_pos,107.23,1
 2,2019-01-01 00:00:10,38859492057661,fraud_Lind,entertainment,220.11,0
 """
-MAPPING = ["card_id=cc_num", "amount=amt", "event_time=trans_date_trans_time",
-           "label=is_fraud", "merchant_id=merchant", "merchant_category=category"]
+MAPPING = [
+    "card_id=cc_num",
+    "amount=amt",
+    "event_time=trans_date_trans_time",
+    "label=is_fraud",
+    "merchant_id=merchant",
+    "merchant_category=category",
+]
 
 
 def write(tmp_path: Path, text: str, name: str = "data.csv") -> Path:
@@ -54,8 +60,10 @@ def test_a_mapped_csv_streams_in_time_order_with_its_labels(tmp_path):
 
 
 def test_a_numeric_only_file_works_with_synthesized_ids_cards_and_extras(tmp_path):
-    path = write(tmp_path, "Time,V1,V2,Amount,Class\n0,-1.3,0.1,149.62,0\n"
-                           "5,1.2,,2.69,0\n9,-1.3,-1.3,378.66,1\n")
+    path = write(
+        tmp_path,
+        "Time,V1,V2,Amount,Class\n0,-1.3,0.1,149.62,0\n5,1.2,,2.69,0\n9,-1.3,-1.3,378.66,1\n",
+    )
     mapping = parse_mapping(["event_time=Time", "amount=Amount", "label=Class"], "transaction")
     replay = load(path, "transaction", mapping, extra=["all"], start=NOW - 100)
     rows = events(replay)
@@ -77,15 +85,16 @@ def test_without_a_time_column_times_are_synthesized_from_row_numbers(tmp_path):
 
 def test_parquet_and_text_labels_work(tmp_path):
     path = tmp_path / "mail.parquet"
-    pl.DataFrame({
-        "from": ["a@x.org", "b@y.org"],
-        "text": ["hello", "cheap pills"],
-        "label": ["ham", "spam"],
-        "urls": ["https://x.org/a https://x.org/b", None],
-        "when": ["2025-01-01T10:00:00Z", "2025-01-01T09:00:00Z"],
-    }).write_parquet(path)
-    mapping = parse_mapping(["sender=from", "body=text", "links=urls", "event_time=when"],
-                            "email")
+    pl.DataFrame(
+        {
+            "from": ["a@x.org", "b@y.org"],
+            "text": ["hello", "cheap pills"],
+            "label": ["ham", "spam"],
+            "urls": ["https://x.org/a https://x.org/b", None],
+            "when": ["2025-01-01T10:00:00Z", "2025-01-01T09:00:00Z"],
+        }
+    ).write_parquet(path)
+    mapping = parse_mapping(["sender=from", "body=text", "links=urls", "event_time=when"], "email")
     rows = events(load(path, "email", mapping, now=NOW))
     assert [(e.sender, label) for e, label in rows] == [("b@y.org", True), ("a@x.org", False)]
     assert rows[1][0].links == ["https://x.org/a", "https://x.org/b"] and rows[0][0].links == []

@@ -37,10 +37,14 @@ def stream() -> list:
 
 
 def test_the_same_seed_gives_the_same_stream_ids_times_and_values():
-    first = [(encode(i.event), i.is_positive, i.scenario, i.true_probability)
-             for i in small(5).take(3_000)]
-    again = [(encode(i.event), i.is_positive, i.scenario, i.true_probability)
-             for i in small(5).take(3_000)]
+    first = [
+        (encode(i.event), i.is_positive, i.scenario, i.true_probability)
+        for i in small(5).take(3_000)
+    ]
+    again = [
+        (encode(i.event), i.is_positive, i.scenario, i.true_probability)
+        for i in small(5).take(3_000)
+    ]
     assert first == again
     assert first[0][0].startswith(b'{"schema_version":1,"event_id":"tx-5-0000000000"')
 
@@ -78,8 +82,14 @@ def test_a_higher_fraud_rate_is_honoured():
 
 def test_every_scenario_appears_and_drift_brings_a_new_one(stream):
     seen = collections.Counter(i.scenario for i in stream)
-    for scenario in (LEGIT, CARD_TESTING, ACCOUNT_TAKEOVER, COMPROMISED_TERMINAL, HIGH_VALUE,
-                     GIFT_CARD_MIMICRY):
+    for scenario in (
+        LEGIT,
+        CARD_TESTING,
+        ACCOUNT_TAKEOVER,
+        COMPROMISED_TERMINAL,
+        HIGH_VALUE,
+        GIFT_CARD_MIMICRY,
+    ):
         assert seen[scenario] > 0, scenario
     assert all(i.is_positive == (i.scenario != LEGIT) for i in stream)
     mimicry = [i for i in stream if i.scenario == GIFT_CARD_MIMICRY]
