@@ -91,6 +91,11 @@ SENDER_HISTORY_CAP = 256
 
 OUTCOME_WINDOW_S = 28 * DAY_S
 """Label outcomes count for this long after they arrived."""
+OUTCOME_CAP = 512
+"""At most this many outcomes are kept per terminal or sender: the latest to arrive. A busy
+terminal collects thousands of labels in 28 days, and every one of its transactions would
+otherwise read and loop over all of them; its risk is then the rate among its latest 512
+labels. Whoever records outcomes (the worker in Redis, the backtest in memory) applies it."""
 OUTCOME_PRIOR_RATE = 0.01
 OUTCOME_PRIOR_WEIGHT = 10.0
 """Smoothed rate = (positives + RATE * WEIGHT) / (labels + WEIGHT): a terminal with one fraud

@@ -51,7 +51,7 @@ import polars as pl
 
 from models import evaluation
 from models.events import Decision, Email, Transaction, parse_instant
-from models.features import OUTCOME_WINDOW_S
+from models.features import OUTCOME_CAP, OUTCOME_WINDOW_S
 from models.names import EventKind
 from models.online import OnlineModel
 from models.settings import Settings, SettingsError
@@ -226,7 +226,7 @@ class Backtest(Generic[E, H]):
     def _learn_until(self, now: float) -> None:
         """Learn the labels that arrived by ``now``, in arrival order, as the worker does:
         from the served features, then record the outcome for the terminal or sender and
-        drop that scope's outcomes older than the outcome window."""
+        drop that scope's outcomes older than the outcome window or beyond the cap."""
         pending, model, outcomes = self._pending, self.model, self.outcomes
         while pending and pending[0][0] <= now:
             arrival, _, x, scope, positive = heapq.heappop(pending)
@@ -237,7 +237,7 @@ class Backtest(Generic[E, H]):
                 recorded = outcomes[scope] = deque()
             recorded.append((arrival, positive))
             lower = arrival - OUTCOME_WINDOW_S
-            while recorded and recorded[0][0] <= lower:
+            while recorded and (recorded[0][0] <= lower or len(recorded) > OUTCOME_CAP):
                 recorded.popleft()
 
     @property

@@ -404,6 +404,7 @@ class StreamWorker:
         scope_key = self.keys.label_outcomes(SPECS[kind].scope_name, record["s"])
         outcomes.zadd(scope_key, {f"{label.event_id}:{int(label.is_positive)}": label.timestamp})
         outcomes.zremrangebyscore(scope_key, "-inf", label.timestamp - F.OUTCOME_WINDOW_S)
+        outcomes.zremrangebyrank(scope_key, 0, -(F.OUTCOME_CAP + 1))
         outcomes.delete(self.keys.waiting_label(label.event_id))
 
     async def _checkpoint(self, label_offset: int, learned_ids: list[str]) -> bool:

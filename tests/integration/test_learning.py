@@ -98,3 +98,28 @@ def test_a_label_that_overtakes_its_event_is_sent_again_once_the_event_is_scored
         assert dup["duplicate"] == 1 and worker.models["transaction"].learned == 1
 
     asyncio.run(scenario())
+
+
+def test_a_busy_terminal_keeps_only_its_latest_outcomes(namespace, redis_url):
+    from models.features import OUTCOME_CAP
+
+    settings = Settings(namespace=namespace, redis_url=redis_url)
+    topics, keys = Topics.for_namespace(namespace), RedisKeys(namespace)
+    n = OUTCOME_CAP + 100
+    txns = [factories.transaction(i, terminal_id="term-busy") for i in range(n)]
+    labels = [
+        factories.label(t.event_id, "transaction", t.amount > 40, at=factories.T0 + 10_000 + i)
+        for i, t in enumerate(txns)
+    ]
+
+    async def scenario() -> None:
+        worker, _ = new_worker(settings)
+        await worker.handle_events("transaction", messages(topics.transactions, txns))
+        await worker.handle_labels(messages(topics.labels, labels))
+        r = aioredis.from_url(redis_url)
+        key = keys.label_outcomes("terminal", "term-busy")
+        assert await r.zcard(key) == OUTCOME_CAP
+        oldest = await r.zrange(key, 0, 0, withscores=True)
+        assert oldest[0][1] == factories.T0 + 10_000 + (n - OUTCOME_CAP)
+
+    asyncio.run(scenario())

@@ -419,3 +419,23 @@ def test_progress_lines_go_to_stderr_with_the_recent_rate(tmp_path, capsys):
     assert code == 0
     assert "backtest: 50 / 50 events" in err and "events/s now" in err
     assert "backtest:" not in out
+
+
+def test_a_busy_terminal_keeps_only_its_latest_outcomes_as_the_worker_does():
+    from models.features import OUTCOME_CAP
+    from models.online import OnlineModel
+    from stream.backtest import Backtest
+    from stream.scoring import TRANSACTIONS, Thresholds
+    from tests import factories
+
+    n = OUTCOME_CAP + 100
+    txns = [factories.transaction(i, terminal_id="term-busy") for i in range(n)]
+    backtest = Backtest(
+        TRANSACTIONS, OnlineModel("transaction"), Thresholds(0.5, 0.85), label_delay_s=1.0
+    )
+    for _ in backtest.run((t, t.amount > 40) for t in txns):
+        pass
+    backtest.finish()
+    kept = backtest.outcomes["term-busy"]
+    assert len(kept) == OUTCOME_CAP
+    assert kept[0][0] == txns[n - OUTCOME_CAP].timestamp + 1.0  # the oldest kept arrival
