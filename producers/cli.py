@@ -19,7 +19,8 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
-from models.events import MAX_FUTURE_SKEW_S, Email, Transaction, parse_instant
+from models import arguments
+from models.events import MAX_FUTURE_SKEW_S, Email, Transaction
 from models.names import EventKind, Topics
 from models.settings import Settings, SettingsError
 from producers.clock import Clock, SimulatedClock, WallClock, start_before
@@ -50,57 +51,12 @@ class UsageError(Exception):
 
 # -- argument types ------------------------------------------------------------------------
 
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0 or value != value:
-        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = _non_negative(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be more than zero")
-    return value
-
-
-def _share(text: str) -> float:
-    value = _non_negative(text)
-    if value >= 1:
-        raise argparse.ArgumentTypeError(f"must be below 1, got {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be zero or more")
-    return value
-
-
-def _instant(text: str) -> float:
-    """An ISO 8601 time (UTC when it has no offset) as POSIX seconds, for argparse."""
-    try:
-        return parse_instant(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+_non_negative = arguments.number(0.0)
+_positive = arguments.number(0.0, inclusive=False)
+_share = arguments.number(0.0, high=1.0, below=True)
+_count = arguments.whole(1)
+_seed = arguments.whole(0)
+_instant = arguments.instant
 
 
 # -- parser --------------------------------------------------------------------------------

@@ -49,8 +49,8 @@ import numpy as np
 import orjson
 import polars as pl
 
-from models import evaluation
-from models.events import Decision, Email, Transaction, parse_instant
+from models import arguments, evaluation
+from models.events import Decision, Email, Transaction
 from models.features import OUTCOME_CAP, OUTCOME_WINDOW_S
 from models.names import EventKind
 from models.online import OnlineModel
@@ -741,42 +741,9 @@ def _text_summary(result: dict[str, Any]) -> str:
 # --- the command --------------------------------------------------------------------------
 
 
-def _instant(text: str) -> float:
-    """An ISO 8601 time (UTC when it has no offset) as POSIX seconds, for argparse."""
-    try:
-        return parse_instant(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _number(low: float, *, inclusive: bool = True, high: float | None = None) -> Any:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not math.isfinite(value) or value < low or (value == low and not inclusive):
-            raise argparse.ArgumentTypeError(
-                f"must be {'at least' if inclusive else 'above'} {low:g}"
-            )
-        if high is not None and value > high:
-            raise argparse.ArgumentTypeError(f"must be at most {high:g}")
-        return value
-
-    return parse
-
-
-def _whole(low: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}")
-        return value
-
-    return parse
+_instant = arguments.instant
+_number = arguments.number
+_whole = arguments.whole
 
 
 class _Parser(argparse.ArgumentParser):
