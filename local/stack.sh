@@ -67,11 +67,12 @@ up() {
     # Labels after ~10 s (not the 30 s default) so the demo models learn within a minute.
     start_app producer-transactions "$PY" -m producers transactions --rate 200 --label-delay 10
     start_app producer-emails "$PY" -m producers emails --rate 20 --label-delay 10
+    start_app lake-sink env FRAUD_LAKE_DIR="$RUN/lake" "$PY" -m batch sink
     # A crash at import or on bad settings shows within a second or two; say so now rather
     # than print "up" over a dead worker.
     sleep 3
     local failed=0 name
-    for name in worker producer-transactions producer-emails; do
+    for name in worker producer-transactions producer-emails lake-sink; do
         if ! alive "$name" >/dev/null; then
             failed=1
             echo >&2
@@ -98,6 +99,7 @@ EOF
 down() {
     # Producers first, then the worker (it commits offsets to Kafka while stopping),
     # then the servers.
+    stop_app lake-sink
     stop_app producer-emails
     stop_app producer-transactions
     stop_app worker
