@@ -28,7 +28,6 @@ from models.online import OnlineModel
 from models.registry import NO_OFFSET, OnlineCheckpoints
 from models.settings import Settings
 from models.tabular import events_frame
-from models.topology import ensure_topics
 from stream import backtest
 from stream.scoring import TRANSACTIONS, Thresholds
 from tests import factories
@@ -38,19 +37,6 @@ pytestmark = pytest.mark.integration
 
 LABEL_DELAY_S = 400.0
 PHASE_B_AT = factories.T0 + 800.0
-
-
-@pytest.fixture
-def settings(namespace: str, kafka_bootstrap: str, redis_url: str) -> Settings:
-    s = Settings(
-        namespace=namespace,
-        kafka_bootstrap=kafka_bootstrap,
-        redis_url=redis_url,
-        partitions=4,
-        checkpoint_interval_s=0.5,
-    )
-    ensure_topics(s)
-    return s
 
 
 def is_fraud(i: int) -> bool:

@@ -16,25 +16,10 @@ import redis
 from models.events import Alert, DeadLetter, ScoredEvent, decode
 from models.names import RedisKeys, Topics
 from models.online import OnlineModel
-from models.settings import Settings
-from models.topology import ensure_topics
 from tests import factories
 from tests.integration.harness import WorkerProcess, collect, publish, publish_raw
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def settings(namespace: str, kafka_bootstrap: str, redis_url: str) -> Settings:
-    s = Settings(
-        namespace=namespace,
-        kafka_bootstrap=kafka_bootstrap,
-        redis_url=redis_url,
-        partitions=4,
-        checkpoint_interval_s=0.5,
-    )
-    ensure_topics(s)
-    return s
 
 
 def scored_ids(values: list[bytes]) -> set[str]:
