@@ -25,10 +25,12 @@ the sink never overlap, so only a compacted file can cover another.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -366,7 +368,38 @@ def compact(
 
 
 class SinkError(RuntimeError):
-    """Kafka cannot be reached or refuses; the message says what to check."""
+    """Kafka cannot be reached or refuses, or another sink holds the lake; the message says
+    what to check."""
+
+
+LOCK_FILE = ".sink.lock"
+
+
+@contextlib.contextmanager
+def sink_lock(lake_dir: Path | str) -> Iterator[None]:
+    """Hold the lake's writer lock: the lake's offsets are the sink's only bookkeeping, so a
+    second sink on the same lake (a cron ``--once`` overlapping a long-running sink) would
+    write every row twice. The lock is an OS file lock: it goes away with its process, even
+    after ``kill -9``."""
+    path = Path(lake_dir) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise SinkError(
+                f"another sink is writing {lake_dir} (pid {holder}); run one sink per lake"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -544,6 +577,34 @@ def run_sink(
     Flushes every ``flush_every`` rows or ``flush_seconds``, and when stopping.
     ``should_stop`` is a callable polled between batches (a signal handler sets it).
     """
+    with sink_lock(lake_dir):
+        return _consume(
+            settings,
+            lake_dir,
+            once=once,
+            flush_every=flush_every,
+            flush_seconds=flush_seconds,
+            idle_s=idle_s,
+            group_id=group_id,
+            connect_timeout_s=connect_timeout_s,
+            progress=progress,
+            should_stop=should_stop,
+        )
+
+
+def _consume(
+    settings: Settings,
+    lake_dir: Path | str,
+    *,
+    once: bool,
+    flush_every: int,
+    flush_seconds: float,
+    idle_s: float,
+    group_id: str | None,
+    connect_timeout_s: float,
+    progress: TextIO | None,
+    should_stop: Callable[[], bool] | None,
+) -> SinkStats:
     sink = LakeSink(
         settings,
         lake_dir,

@@ -200,3 +200,17 @@ def test_empty_lake_reads_as_empty_frame(tmp_path: Path) -> None:
     frame = read_lake(tmp_path, "labels").collect()
     assert frame.height == 0
     assert "is_positive" in frame.columns and "date" in frame.columns
+
+
+def test_one_sink_per_lake(tmp_path):
+    from batch.lake import SinkError, read_lake, sink_lock
+
+    with (
+        sink_lock(tmp_path),
+        pytest.raises(SinkError, match="another sink is writing"),
+        sink_lock(tmp_path),
+    ):
+        pass
+    with sink_lock(tmp_path):  # released when the first sink ends
+        pass
+    assert read_lake(tmp_path, "scored").collect().height == 0  # the lock file is no data
