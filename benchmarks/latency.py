@@ -30,7 +30,6 @@ import contextlib
 import math
 import multiprocessing
 import resource
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -260,11 +259,7 @@ def main(argv: list[str]) -> int:
     )
     extra_env = {} if args.within is None else {"FRAUD_BATCH_WITHIN_S": str(args.within)}
     with contextlib.ExitStack() as cleanup:
-        if args.workdir is None:
-            workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
-        else:
-            workdir = args.workdir
-            workdir.mkdir(parents=True, exist_ok=True)
+        workdir = stack.workdir(cleanup, args.workdir)
         svc = cleanup.enter_context(stack.services(workdir, args.bootstrap_servers, args.redis_url))
         settings = stack.bench_settings(svc.bootstrap, svc.redis_url)
         within = args.within if args.within is not None else settings.batch_within_s

@@ -17,25 +17,13 @@ import faust
 from benchmarks import stack
 from models.names import Topics
 from models.settings import Settings
-from stream.app import CONSUMER_FETCH_BYTES, App  # importing it builds (never starts) its app
+from stream.app import App, consuming_config  # importing it builds (never starts) its app
 
 
 def create_app(settings: Settings) -> faust.App:
     topics = Topics.for_namespace(settings.namespace)
-    brokers = ";".join(f"kafka://{hp.strip()}" for hp in settings.kafka_bootstrap.split(","))
-    app = App(
-        f"{settings.namespace}-plumbing",
-        broker=brokers,
-        store="memory://",
-        key_serializer="raw",
-        value_serializer="raw",
-        topic_partitions=settings.partitions,
-        topic_replication_factor=1,
-        consumer_auto_offset_reset="earliest",
-        web_host="127.0.0.1",
-        # The stream worker's consumer (stream.app.App and its fetch size): its upper bound.
-        consumer_max_fetch_size=CONSUMER_FETCH_BYTES,
-    )
+    # The stream worker's app class and consuming configuration: this is its upper bound.
+    app = App(f"{settings.namespace}-plumbing", **consuming_config(settings))
     source = app.topic(topics.transactions, key_serializer="raw", value_serializer="raw")
     counts = app.topic(
         stack.plumbing_topic(settings.namespace), key_serializer="raw", value_serializer="raw"

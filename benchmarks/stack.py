@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -93,11 +94,23 @@ def plumbing_topic(namespace: str) -> str:
     return f"{namespace}.plumbing.v1"
 
 
+def workdir(cleanup: contextlib.ExitStack, path: Path | None) -> Path:
+    """``path`` (created if needed) for logs and data, or a temporary folder that ``cleanup``
+    removes: ``--workdir`` keeps a run's logs, the default leaves nothing behind."""
+    if path is None:
+        return Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def bench_settings(bootstrap: str, redis_url: str, **overrides: object) -> Settings:
-    """Settings of a fresh namespace: topics, keys and consumer group nobody else uses."""
+    """Settings of a fresh namespace: topics, keys and consumer group nobody else uses.
+
+    Other ``FRAUD_*`` variables of the environment (``FRAUD_BATCH_SIZE``...) are kept: they
+    reach the benchmarked worker through :meth:`Settings.to_env`."""
     namespace = "bench" + uuid.uuid4().hex[:8]
     return Settings.from_env(
-        {}, namespace=namespace, kafka_bootstrap=bootstrap, redis_url=redis_url, **overrides
+        None, namespace=namespace, kafka_bootstrap=bootstrap, redis_url=redis_url, **overrides
     )
 
 
@@ -328,14 +341,7 @@ class FaustProcess:
 
     def start(self) -> FaustProcess:
         env = dict(os.environ)
-        env.update(
-            FRAUD_NAMESPACE=self.settings.namespace,
-            FRAUD_KAFKA_BOOTSTRAP=self.settings.kafka_bootstrap,
-            FRAUD_REDIS_URL=self.settings.redis_url,
-            FRAUD_PARTITIONS=str(self.settings.partitions),
-            FRAUD_WEB_PORT=str(self.web_port),
-            PYTHONUNBUFFERED="1",
-        )
+        env.update(self.settings.replace(web_port=self.web_port).to_env(), PYTHONUNBUFFERED="1")
         env.update(self.extra_env)
         cmd = [
             sys.executable, "-m", self.module, "--datadir", str(self.workdir / f"{self.name}-data"),

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,11 +193,7 @@ def main(argv: list[str]) -> int:
     del raw
 
     with contextlib.ExitStack() as cleanup:
-        if args.workdir is None:
-            workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
-        else:
-            workdir = args.workdir
-            workdir.mkdir(parents=True, exist_ok=True)
+        workdir = stack.workdir(cleanup, args.workdir)
         svc = cleanup.enter_context(stack.services(workdir, args.bootstrap_servers, args.redis_url))
         settings = stack.bench_settings(svc.bootstrap, svc.redis_url)
         topics = Topics.for_namespace(settings.namespace)

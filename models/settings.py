@@ -100,6 +100,11 @@ class Settings:
         settings.validate()
         return settings
 
+    def to_env(self) -> dict[str, str]:
+        """The ``FRAUD_*`` variables that rebuild these settings in another process (a worker
+        started by a test, a benchmark or a script): the inverse of :meth:`from_env`."""
+        return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
     def validate(self) -> None:
         """Reject combinations that cannot work, with a message naming the variable."""
         for kind in ("txn", "email"):

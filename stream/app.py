@@ -285,31 +285,38 @@ class App(faust.App):
         return _Transport(self.conf.broker_consumer, self)
 
 
+def consuming_config(settings: Settings) -> dict[str, Any]:
+    """How the worker's Faust app connects and consumes: shared with the benchmark that
+    measures Faust alone (``benchmarks/plumbing.py``), so that bound is this worker's."""
+    return {
+        "broker": ";".join(f"kafka://{hp.strip()}" for hp in settings.kafka_bootstrap.split(",")),
+        "store": "memory://",
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": 1,
+        "consumer_auto_offset_reset": "earliest",
+        "web_host": "127.0.0.1",
+        # Bigger fetches per partition (default 1 MiB): fewer round trips between Faust's
+        # consumer thread and its event loop per message (Faust alone: 14k -> 16.7k/s here).
+        "consumer_max_fetch_size": CONSUMER_FETCH_BYTES,
+    }
+
+
 def create_app(settings: Settings) -> faust.App:
     """Build the Faust app of one namespace; nothing connects until the worker starts."""
     topics = Topics.for_namespace(settings.namespace)
     partitions = topic_partitions(settings)
-    brokers = ";".join(f"kafka://{hp.strip()}" for hp in settings.kafka_bootstrap.split(","))
     app = App(
         consumer_group(settings.namespace),
-        broker=brokers,
-        store="memory://",
-        key_serializer="raw",
-        value_serializer="raw",
-        topic_partitions=settings.partitions,
-        topic_replication_factor=1,
-        consumer_auto_offset_reset="earliest",
+        **consuming_config(settings),
         web_port=settings.web_port,
-        web_host="127.0.0.1",
         producer_linger_ms=5,
         # One step's outputs leave as a few large record batches (see BatchSink): the
         # producer accepts a new batch for a partition only once the previous one has been
         # sent, so 16 KiB batches (the default) made each step wait a round trip per 16 KiB.
         # Well below the broker's 1 MiB message.max.bytes.
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
-        # Bigger fetches per partition (default 1 MiB): fewer round trips between Faust's
-        # consumer thread and its event loop per message (Faust alone: 14k -> 16.7k/s here).
-        consumer_max_fetch_size=CONSUMER_FETCH_BYTES,
     )
     sources = {
         kind: app.topic(

@@ -38,15 +38,7 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         env = dict(os.environ)
-        env.update(
-            FRAUD_NAMESPACE=self.settings.namespace,
-            FRAUD_KAFKA_BOOTSTRAP=self.settings.kafka_bootstrap,
-            FRAUD_REDIS_URL=self.settings.redis_url,
-            FRAUD_PARTITIONS=str(self.settings.partitions),
-            FRAUD_WEB_PORT=str(self.web_port),
-            FRAUD_CHECKPOINT_INTERVAL_S=str(self.settings.checkpoint_interval_s),
-            PYTHONUNBUFFERED="1",
-        )
+        env.update(self.settings.replace(web_port=self.web_port).to_env(), PYTHONUNBUFFERED="1")
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
             [
