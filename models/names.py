@@ -101,6 +101,11 @@ class RedisKeys:
         """Pointer (a version string) to the batch model in production."""
         return f"{self.namespace}:model:batch:{kind}:current"
 
+    def batch_model_history(self, kind: EventKind) -> str:
+        """List of the versions that were current before, newest first: what ``rollback``
+        returns to."""
+        return f"{self.namespace}:model:batch:{kind}:history"
+
 
 def consumer_group(namespace: str) -> str:
     """The Faust application id, which is also the Kafka consumer group of the workers."""
@@ -118,3 +123,4 @@ class Metrics:
     EVENT_TO_DECISION = "fraud_event_to_decision_seconds"  # labels: kind
     MODEL_VERSION = "fraud_model_version"  # labels: kind, model
     CHECKPOINTS = "fraud_checkpoints_total"  # labels: kind
+    MODEL_SWAPS = "fraud_model_swaps_total"  # labels: kind, outcome (swapped/refused)
