@@ -15,7 +15,7 @@ JARS_STAMP := $(JARS)/.resolved-pom.sha256
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 TYPED := models producers stream batch dashboards local
 
-.PHONY: help setup setup-python setup-kafka setup-redis check-java test lint up down bench clean
+.PHONY: help setup setup-python setup-kafka setup-redis setup-grafana-schema check-java test lint up down bench clean
 
 help:
 	@echo "make setup   virtualenv + deps, Kafka jars, redis-server (idempotent)"
@@ -26,7 +26,7 @@ help:
 	@echo "make bench   benchmarks"
 	@echo "make clean   stop the stack, remove .run/ and tool caches"
 
-setup: setup-python setup-kafka setup-redis check-java
+setup: setup-python setup-kafka setup-redis setup-grafana-schema check-java
 
 setup-python:
 	@if [ ! -x $(PY) ]; then \
@@ -63,6 +63,20 @@ setup-redis:
 	    echo "installing redis-server with apt-get"; \
 	    $(SUDO) apt-get update -q; \
 	    $(SUDO) apt-get install -y -q redis-server; \
+	fi
+
+GRAFANA_SCHEMA := local/grafana-schema
+SCHEMA_STAMP := $(GRAFANA_SCHEMA)/node_modules/.installed-lock.sha256
+
+# Offline validators for tests/unit/dashboards: @grafana/schema types (checked with tsc) and
+# Prometheus's PromQL grammar, pinned by package-lock.json.
+setup-grafana-schema:
+	@want=$$(sha256sum $(GRAFANA_SCHEMA)/package-lock.json | cut -d' ' -f1); \
+	if [ "$$(cat $(SCHEMA_STAMP) 2>/dev/null)" != "$$want" ]; then \
+	    command -v npm >/dev/null || { echo "Node.js and npm are required: apt-get install -y nodejs npm" >&2; exit 1; }; \
+	    echo "installing the dashboard schema tools into $(GRAFANA_SCHEMA)/node_modules"; \
+	    npm ci --prefix $(GRAFANA_SCHEMA) --no-audit --no-fund --loglevel=error; \
+	    echo "$$want" > $(SCHEMA_STAMP); \
 	fi
 
 check-java:

@@ -1,8 +1,15 @@
-"""``python -m batch {sink,compact}``: the Parquet lake of scored events and labels.
+"""``python -m batch {sink,compact,retrain,rollback,schedule,synthesize}``: the nightly side.
+
+- ``sink`` / ``compact``: the Parquet lake of scored events and labels.
+- ``retrain``: train, evaluate and (if better) publish a batch model (``batch.retrain``).
+- ``rollback``: put the previous batch model back into production.
+- ``schedule``: retrain every night at ``FRAUD_RETRAIN_AT`` (the compose scheduler service).
+- ``synthesize``: fill a lake with generated, scored history (try the retrain right away).
 
 The entry point builds the settings once (environment, then flags) and hands them down.
-Exit codes: 0 done, 1 Kafka unreachable or a bad ``FRAUD_`` variable, 2 bad arguments,
-130 interrupted. No error prints a traceback.
+Exit codes: 0 done, 1 a service unreachable, a bad ``FRAUD_`` variable or a retrain that
+cannot run (no lake, too few labels), 2 bad arguments, 3 retrained but not promoted (the
+gate kept production), 130 interrupted. No error prints a traceback.
 """
 
 from __future__ import annotations
@@ -11,17 +18,27 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
+from redis.exceptions import RedisError
+
+from batch.dataset import RetrainError
 from batch.lake import SinkError, compact, run_sink
 from models import arguments
+from models.batch_registry import RegistryError
+from models.events import utc_from_timestamp
+from models.names import EVENT_KINDS, EventKind
 from models.settings import Settings, SettingsError
+from models.topology import KafkaUnavailable
 
 _stop_requested = False
 _positive_int = arguments.whole(1)
 _positive = arguments.number(0.0, inclusive=False)
+_share = arguments.number(0.0, inclusive=False, high=1.0, below=True)
+NOT_PROMOTED = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,7 +97,108 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     comp.add_argument("--lake-dir", help="lake directory (default FRAUD_LAKE_DIR or 'lake')")
+    _add_retrain(commands, env_help)
+    _add_rollback(commands, env_help)
+    _add_schedule(commands, env_help)
+    _add_synthesize(commands, env_help)
     return parser
+
+
+def _kinds(text: str) -> tuple[EventKind, ...]:
+    if text == "both":
+        return EVENT_KINDS
+    if text in EVENT_KINDS:
+        return (text,)
+    raise argparse.ArgumentTypeError(f"must be transaction, email or both, got {text!r}")
+
+
+def _add_retrain(commands: Any, env_help: str) -> None:
+    p = commands.add_parser(
+        "retrain",
+        help="train, evaluate and (if better) publish a batch model",
+        description="Read the lake (labels known at the cut-off only), split by time, fit "
+        "(HistGradientBoosting for transactions, TF-IDF + logistic regression for emails), "
+        "calibrate, blend with the online score, choose thresholds from costs, compare with "
+        "production on the test window, and publish the signed model only if it beats "
+        "production by FRAUD_PROMOTION_MARGIN. A report is written for every run under "
+        "<runs-dir>/<kind>/<version>/. Exit 3 when the gate kept production.",
+        epilog=env_help,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--kind", type=_kinds, default=EVENT_KINDS, help="transaction, email or both")
+    p.add_argument(
+        "--cutoff",
+        type=arguments.instant,
+        help="training cut-off, ISO time (default: now); labels that arrived later are unseen",
+    )
+    p.add_argument("--since", type=arguments.instant, help="ignore events before this time")
+    p.add_argument("--force", action="store_true", help="publish even if the gate says no")
+    p.add_argument("--dry-run", action="store_true", help="train and report; publish nothing")
+    p.add_argument("--lake-dir", help="lake directory (default FRAUD_LAKE_DIR)")
+    p.add_argument("--runs-dir", help="reports directory (default FRAUD_RUNS_DIR)")
+    p.add_argument("--budget-s", type=_positive, help="tuning time budget (FRAUD_RETRAIN_BUDGET_S)")
+    p.add_argument("--margin", type=arguments.number(0.0), help="promotion margin in AP")
+    p.add_argument(
+        "--min-positives",
+        type=_positive_int,
+        default=5,
+        help="fewest positives (and negatives) each time window must hold (default %(default)s)",
+    )
+    p.add_argument("--valid-share", type=_share, default=0.2, help="default %(default)s")
+    p.add_argument("--test-share", type=_share, default=0.2, help="default %(default)s")
+    p.add_argument(
+        "--profile-period-s",
+        type=_positive,
+        default=86_400.0,
+        help="how often the batch-only profiles are refreshed: the retrain cadence, seconds "
+        "(default %(default)s; must divide 30 days)",
+    )
+    p.add_argument("--seed", type=arguments.whole(0), default=0, help="default %(default)s")
+    p.add_argument("--no-announce", action="store_true", help="do not publish to Kafka")
+
+
+def _add_rollback(commands: Any, env_help: str) -> None:
+    p = commands.add_parser(
+        "rollback",
+        help="put the previous batch model back into production",
+        description="Swap the current pointer back to the version that was current before "
+        "(atomically), and announce it on the model-updates topic.",
+        epilog=env_help,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--kind", type=_kinds, required=True, help="transaction, email or both")
+    p.add_argument("--no-announce", action="store_true", help="do not publish to Kafka")
+
+
+def _add_schedule(commands: Any, env_help: str) -> None:
+    p = commands.add_parser(
+        "schedule",
+        help="retrain every night at FRAUD_RETRAIN_AT (UTC)",
+        description="Sleep until the next FRAUD_RETRAIN_AT (UTC), retrain both kinds, repeat. "
+        "A failed run is logged and the next night runs again. Stops on SIGTERM.",
+        epilog=env_help,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--at", help="HH:MM UTC (default FRAUD_RETRAIN_AT)")
+    p.add_argument("--now", action="store_true", help="also run once right away")
+
+
+def _add_synthesize(commands: Any, env_help: str) -> None:
+    p = commands.add_parser(
+        "synthesize",
+        help="fill a lake with generated, scored and labelled history",
+        description="Generate events with the producers' simulators, score them with the "
+        "worker's code (as the backtest does) and write them and their labels to the lake.",
+        epilog=env_help,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--kind", type=_kinds, default=EVENT_KINDS, help="transaction, email or both")
+    p.add_argument("--count", type=_positive_int, required=True, help="events per kind")
+    p.add_argument("--seed", type=arguments.whole(0), default=0)
+    p.add_argument("--start", type=arguments.instant, help="first event time (ISO)")
+    p.add_argument("--label-delay-s", type=arguments.number(0.0), default=3 * 86_400.0)
+    p.add_argument("--positive-rate", type=arguments.number(0.0, high=1.0))
+    p.add_argument("--lake-dir", help="lake directory (default FRAUD_LAKE_DIR)")
 
 
 def _request_stop(signum: int, frame: FrameType | None) -> None:
@@ -94,11 +212,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     try:
         overrides: dict[str, Any] = {}
-        if args.lake_dir:
+        if getattr(args, "lake_dir", None):
             overrides["lake_dir"] = args.lake_dir
         if getattr(args, "bootstrap_servers", None):
             overrides["kafka_bootstrap"] = args.bootstrap_servers
+        for flag, name in (
+            ("runs_dir", "runs_dir"),
+            ("budget_s", "retrain_budget_s"),
+            ("margin", "promotion_margin"),
+            ("at", "retrain_at"),
+        ):
+            if getattr(args, flag, None) is not None:
+                overrides[name] = getattr(args, flag)
         settings = Settings.from_env(**overrides)
+        if args.command == "retrain":
+            return _retrain(settings, args)
+        if args.command == "rollback":
+            return _rollback(settings, args)
+        if args.command == "schedule":
+            signal.signal(signal.SIGTERM, _request_stop)
+            return _schedule(settings, args)
+        if args.command == "synthesize":
+            return _synthesize(settings, args)
         if args.command == "compact":
             report = compact(settings.lake_dir, progress=sys.stderr)
             print(
@@ -120,15 +255,122 @@ def main(argv: Sequence[str] | None = None) -> int:
             should_stop=lambda: _stop_requested,
         )
         return 130 if _stop_requested and not args.once else 0
-    except (SettingsError, SinkError) as exc:
+    except (SettingsError, SinkError, RetrainError, KafkaUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except RedisError as exc:
+        print(f"error: Redis at the FRAUD_REDIS_URL failed: {exc}", file=sys.stderr)
+        return 1
+    except RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"error: cannot write the lake: {exc}", file=sys.stderr)
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _retrain(settings: Settings, args: argparse.Namespace) -> int:
+    from batch.retrain import Options, run
+
+    cutoff = utc_from_timestamp(args.cutoff if args.cutoff is not None else time.time())
+    since = utc_from_timestamp(args.since) if args.since is not None else None
+    announce = None if args.no_announce else _announcer(settings)
+    kept = False
+    for kind in args.kind:
+        outcome = run(
+            settings,
+            Options(
+                kind=kind,
+                cutoff=cutoff,
+                since=since,
+                force=args.force,
+                dry_run=args.dry_run,
+                valid_share=args.valid_share,
+                test_share=args.test_share,
+                min_positives=args.min_positives,
+                profile_period_s=args.profile_period_s,
+                seed=args.seed,
+            ),
+            log=_say,
+            announce=announce,
+        )
+        verdict = "published" if outcome.promoted else "kept production"
+        print(f"{kind}: {outcome.version} {verdict}: {outcome.reason}")
+        print(f"{kind}: report {outcome.run_dir / 'report.md'}")
+        kept = kept or not outcome.promoted
+    return NOT_PROMOTED if kept and not args.dry_run else 0
+
+
+def _announcer(settings: Settings) -> Callable[[EventKind, str], None]:
+    from batch.announce import announce_model
+
+    return lambda kind, version: announce_model(settings, kind, version)
+
+
+def _rollback(settings: Settings, args: argparse.Namespace) -> int:
+    import redis
+
+    from models.batch_registry import BatchModelRegistry
+    from models.names import RedisKeys
+
+    registry = BatchModelRegistry(
+        redis.Redis.from_url(settings.redis_url), RedisKeys(settings.namespace)
+    )
+    announce = None if args.no_announce else _announcer(settings)
+    for kind in args.kind:
+        previous, now = registry.rollback(kind)
+        print(f"{kind}: rolled back from {previous} to {now}")
+        if announce is not None:
+            announce(kind, now)
+    return 0
+
+
+def _schedule(settings: Settings, args: argparse.Namespace) -> int:
+    from batch.schedule import run_nightly
+
+    return run_nightly(settings, run_now=args.now, should_stop=lambda: _stop_requested, log=_say)
+
+
+def _synthesize(settings: Settings, args: argparse.Namespace) -> int:
+    from batch.synthetic import fill_lake
+
+    for kind in args.kind:
+        kwargs: dict[str, Any] = {"seed": args.seed, "label_delay_s": args.label_delay_s}
+        if args.start is not None:
+            kwargs["start"] = args.start
+        scored, labels = fill_lake(
+            settings.lake_dir,
+            kind,
+            args.count,
+            positive_rate=args.positive_rate,
+            namespace=settings.namespace,
+            progress=_progress(kind, args.count),
+            **kwargs,
+        )
+        print(
+            f"{kind}: wrote {scored:,} scored events and {labels:,} labels to {settings.lake_dir}"
+        )
+    return 0
+
+
+def _progress(kind: str, total: int) -> Callable[[int], None]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=f"synthesize {kind}s", unit="ev", file=sys.stderr)
+
+    def update(done: int) -> None:
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
 
 
 def run() -> NoReturn:

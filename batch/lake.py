@@ -61,6 +61,7 @@ SCHEMAS: dict[Table, dict[str, pl.DataType]] = {
         "event_id": pl.String(),
         "kind": pl.String(),
         "entity_id": pl.String(),
+        "scope_id": pl.String(),
         "event_time": TIME,
         "scored_at": TIME,
         "online_score": pl.Float64(),
@@ -172,12 +173,22 @@ def read_lake(lake_dir: Path | str, table: Table) -> pl.LazyFrame:
     if not parts:
         return pl.LazyFrame(schema=schema)
     scans = [
-        pl.scan_parquet(part.path).with_columns(
+        _conform(pl.scan_parquet(part.path), table).with_columns(
             pl.lit(datetime.strptime(part.date, "%Y-%m-%d").date()).alias("date")
         )
         for part in parts
     ]
     return pl.concat(scans, how="vertical").select(list(schema))
+
+
+def _conform(frame: pl.LazyFrame, table: Table) -> pl.LazyFrame:
+    """``frame`` with the table's columns in order, a column that an older file lacks (added
+    later, with a default in the event schema) filled with nulls."""
+    present = frame.collect_schema()
+    return frame.select(
+        pl.col(name) if name in present else pl.lit(None, dtype=dtype).alias(name)
+        for name, dtype in SCHEMAS[table].items()
+    )
 
 
 def next_offsets(lake_dir: Path | str, table: Table) -> dict[int, int]:
@@ -201,6 +212,7 @@ def scored_row(event: ScoredEvent, topic: str, partition: int, offset: int) -> d
         "event_id": event.event_id,
         "kind": event.kind,
         "entity_id": event.entity_id,
+        "scope_id": event.scope_id,
         "event_time": _utc(event.event_time),
         "scored_at": _utc(event.scored_at),
         "online_score": event.online_score,
@@ -340,8 +352,10 @@ def compact(
             visible = visible_parts(group)
             hidden = [p for p in group if p not in visible]
             if len(visible) > 1:
-                frame = pl.concat([pl.read_parquet(p.path) for p in visible], how="vertical").sort(
-                    "offset"
+                frame = (
+                    pl.concat([_conform(pl.scan_parquet(p.path), table) for p in visible])
+                    .sort("offset")
+                    .collect()
                 )
                 first = min(p.first for p in visible)
                 last = max(p.last for p in visible)

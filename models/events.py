@@ -108,6 +108,9 @@ class ScoredEvent(Event, kw_only=True, frozen=True):
 
     kind: Literal["transaction", "email"]
     entity_id: str
+    scope_id: str = ""
+    """The terminal (transactions) or sender (emails) whose label outcomes feed the features:
+    the key of the batch job's per-scope aggregates."""
     scored_at: datetime
     features: dict[str, float]
     online_score: float
@@ -133,7 +136,10 @@ class Alert(Event, kw_only=True, frozen=True):
     decision: Literal["review", "block"]
     reasons: list[Reason]
     model_version: str
+    """The online model's version."""
     summary: str = ""
+    batch_version: str | None = None
+    """The batch model's version, when a batch model took part in the score."""
 
 
 class DeadLetter(msgspec.Struct, kw_only=True, frozen=True):

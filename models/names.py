@@ -124,3 +124,4 @@ class Metrics:
     MODEL_VERSION = "fraud_model_version"  # labels: kind, model
     CHECKPOINTS = "fraud_checkpoints_total"  # labels: kind
     MODEL_SWAPS = "fraud_model_swaps_total"  # labels: kind, outcome (swapped/refused)
+    BATCH_MODEL = "fraud_batch_model"  # Info (exported as fraud_batch_model_info): kind, version

@@ -83,6 +83,28 @@ class Settings:
         metadata={"help": "HMAC key for model payloads; required wherever weights are published"},
     )
     lake_dir: str = field(default="lake", metadata={"help": "directory of the Parquet lake"})
+    runs_dir: str = field(
+        default="runs", metadata={"help": "directory of retrain reports, one folder per run"}
+    )
+    cost_missed: float = field(
+        default=100.0, metadata={"help": "cost of a missed fraud/spam (sets the thresholds)"}
+    )
+    cost_review: float = field(
+        default=5.0, metadata={"help": "cost of an analyst reviewing one alert"}
+    )
+    cost_false_block: float = field(
+        default=50.0, metadata={"help": "cost of blocking a legitimate payment or message"}
+    )
+    promotion_margin: float = field(
+        default=0.005,
+        metadata={"help": "average precision a new batch model must gain over production"},
+    )
+    retrain_budget_s: float = field(
+        default=120.0, metadata={"help": "time budget of hyperparameter tuning, seconds"}
+    )
+    retrain_at: str = field(
+        default="02:00", metadata={"help": "UTC time of day of the nightly retrain (HH:MM)"}
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -121,6 +143,14 @@ class Settings:
             if getattr(self, name) < 1:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
 
+        for name in ("cost_missed", "cost_review", "cost_false_block", "retrain_budget_s"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be above 0")
+        if not 0 <= self.promotion_margin < 1:
+            raise SettingsError(f"{ENV_PREFIX}PROMOTION_MARGIN must be in [0, 1)")
+        if not _is_time_of_day(self.retrain_at):
+            raise SettingsError(f"{ENV_PREFIX}RETRAIN_AT must be HH:MM (UTC), e.g. 02:00")
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed, validated."""
         new = dataclasses.replace(self, **changes)
@@ -135,6 +165,18 @@ class Settings:
             default = "(empty)" if f.default == "" else f.default
             lines.append(f"  {ENV_PREFIX}{f.name.upper():28} {default!s:28} {f.metadata['help']}")
         return "\n".join(lines)
+
+
+def _is_time_of_day(text: str) -> bool:
+    hours, _, minutes = text.partition(":")
+    return (
+        len(hours) == 2
+        and len(minutes) == 2
+        and hours.isdigit()
+        and minutes.isdigit()
+        and int(hours) < 24
+        and int(minutes) < 60
+    )
 
 
 def _parse(name: str, raw: str, kind: Any) -> Any:

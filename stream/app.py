@@ -33,14 +33,17 @@ import time
 from collections.abc import AsyncIterator, Iterator, MutableMapping
 from typing import Any, cast
 
+import aiokafka
 import faust
 import redis.asyncio as aioredis
 from faust.sensors.prometheus import PrometheusMonitor, setup_prometheus_sensors
 from faust.transport.drivers import aiokafka as aiokafka_driver
 
+from models.events import InvalidEvent, ModelUpdate, decode
 from models.names import EVENT_KINDS, EventKind, Topics, consumer_group
 from models.settings import Settings
 from models.topology import topic_partitions
+from stream.batch_models import BatchModels
 from stream.worker import RawMessage, StreamWorker
 
 log = logging.getLogger(__name__)
@@ -303,6 +306,40 @@ def consuming_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+async def follow_announcements(settings: Settings, topic: str, models: BatchModels) -> None:
+    """Refresh ``models`` on each message of the model-updates topic, from its end on.
+
+    A plain aiokafka consumer without a group: a Faust agent would share the topic's one
+    partition among the workers, and every worker must hear every announcement. Missed
+    messages (broker down, worker starting) are covered by the periodic check.
+    """
+    consumer = aiokafka.AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap.split(","),
+        group_id=None,
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+    )
+    while True:
+        try:
+            await consumer.start()
+            break
+        except Exception as exc:  # retry; the periodic check covers the gap
+            log.warning("model-updates consumer cannot start yet: %s", exc)
+            await asyncio.sleep(5.0)
+    try:
+        async for message in consumer:
+            try:
+                update = decode(message.value, ModelUpdate)
+            except InvalidEvent as exc:
+                log.warning("ignored a bad model announcement: %s", exc.reason)
+                continue
+            log.info("model announcement: %s %s", update.kind, update.version)
+            await models.refresh((update.kind,))
+    finally:
+        await consumer.stop()
+
+
 def create_app(settings: Settings) -> faust.App:
     """Build the Faust app of one namespace; nothing connects until the worker starts."""
     topics = Topics.for_namespace(settings.namespace)
@@ -371,6 +408,12 @@ def create_app(settings: Settings) -> faust.App:
             finally:
                 await sink.flush()
             log.info("labels: %s", counts)
+
+    @app.task
+    async def follow_model_updates() -> None:
+        """Every worker reads every model announcement (no consumer group) and loads the
+        batch model the pointers name; see ``stream.batch_models``."""
+        await follow_announcements(settings, topics.model_updates, worker.batch_models)
 
     setup_metrics(app)
     app.fraud_worker = worker  # type: ignore[attr-defined]

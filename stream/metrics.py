@@ -5,7 +5,7 @@ Names come from ``models.names.Metrics`` so dashboards and alert rules have one 
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 from models.names import Metrics
 
@@ -29,3 +29,9 @@ EVENT_TO_DECISION = Histogram(
 )
 MODEL_VERSION = Gauge(Metrics.MODEL_VERSION, "Version of the model in use", ["kind", "model"])
 CHECKPOINTS = Counter(Metrics.CHECKPOINTS, "Online-model checkpoints saved to Redis", ["kind"])
+MODEL_SWAPS = Counter(
+    Metrics.MODEL_SWAPS,
+    "Batch-model changes: swapped in, or refused (bad payload)",
+    ["kind", "outcome"],
+)
+BATCH_MODEL = Info(Metrics.BATCH_MODEL, "Batch model in use (version 'none' for none)", ["kind"])

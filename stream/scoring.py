@@ -21,6 +21,7 @@ from models.events import Alert, Decision, Email, ScoredEvent, Transaction, utc_
 from models.names import EventKind
 from models.online import OnlineModel
 from models.settings import Settings
+from models.weights import BatchModel, blend_array
 
 E = TypeVar("E", Transaction, Email)
 H = TypeVar("H")
@@ -135,26 +136,47 @@ def score_batch(
     thresholds: Thresholds,
     scored_at: float,
     served: Mapping[str, dict[str, float]] | None = None,
+    batch: BatchModel | None = None,
 ) -> list[Verdict]:
     """Score ``events`` in order, advancing ``histories`` (entity -> history) in place.
 
-    ``served`` maps event ids already scored before to the features served then.
+    ``served`` maps event ids already scored before to the features served then. With a
+    ``batch`` model the final score is the hybrid of the online and the batch score (the
+    blend and the thresholds travel with the batch model, fitted for it); without one it is
+    the online score and ``thresholds`` decide.
     """
     served = served or {}
     scored_time = utc_from_timestamp(scored_at)
-    verdicts = []
+    rows: list[dict[str, float]] = []
+    replayed: list[bool] = []
     for event in events:
-        entity = spec.entity(event)
         previous = served.get(event.event_id)
         if previous is None:
+            entity = spec.entity(event)
             history = histories.get(entity)
             if history is None:
                 history = spec.new_history()
-            x = spec.features(event, history, outcomes.get(spec.scope(event), ()))
+            rows.append(spec.features(event, history, outcomes.get(spec.scope(event), ())))
             histories[entity] = spec.history_after(history, event)
         else:
-            x = previous
-        score = model.score_one(x)
+            rows.append(previous)
+        replayed.append(previous is not None)
+    online = [model.score_one(x) for x in rows]
+    if batch is not None and rows:
+        keys = [{"entity_id": spec.entity(e), "scope_id": spec.scope(e)} for e in events]
+        scores = batch.score_rows(rows, keys)
+        finals = blend_array(batch.card, online, scores).tolist()
+        batch_scores: list[float | None] = scores.tolist()
+        thresholds = Thresholds(batch.card.review_threshold, batch.card.block_threshold)
+        batch_version: str | None = batch.version
+    else:
+        batch_scores = [None] * len(rows)
+        finals, batch_version = online, None
+    verdicts = []
+    for event, x, online_score, batch_score, score, was_replayed in zip(
+        events, rows, online, batch_scores, finals, replayed, strict=True
+    ):
+        entity = spec.entity(event)
         decision = thresholds.decide(score)
         reasons = model.reasons_one(x, top=REASONS_PER_ALERT) if decision != "allow" else []
         scored = ScoredEvent(
@@ -162,12 +184,15 @@ def score_batch(
             event_time=event.event_time,
             kind=spec.kind,
             entity_id=entity,
+            scope_id=spec.scope(event),
             scored_at=scored_time,
             features=x,
-            online_score=score,
+            online_score=online_score,
+            batch_score=batch_score,
             score=score,
             decision=decision,
             online_version=model_version,
+            batch_version=batch_version,
             reasons=reasons,
         )
         alert = None
@@ -180,11 +205,13 @@ def score_batch(
                 entity_id=entity,
                 scored_at=scored_time,
                 score=score,
-                online_score=score,
+                online_score=online_score,
+                batch_score=batch_score,
                 decision=decision,
                 reasons=reasons,
                 model_version=model_version,
                 summary=spec.summary(event)[:SUMMARY_CHARS],
+                batch_version=batch_version,
             )
-        verdicts.append(Verdict(scored=scored, alert=alert, replayed=previous is not None))
+        verdicts.append(Verdict(scored=scored, alert=alert, replayed=was_replayed))
     return verdicts

@@ -37,6 +37,7 @@ from models.online import OnlineModel
 from models.registry import NO_OFFSET, CheckpointConflict, OnlineCheckpoints
 from models.settings import Settings
 from stream import metrics
+from stream.batch_models import BatchModels
 from stream.scoring import SPECS, KindSpec, Outcomes, Thresholds, Verdict, score_batch
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ class StreamWorker:
             redis, self.keys, marker_ttl_s=settings.served_features_ttl_s
         )
         self._thresholds = {k: Thresholds.for_kind(k, settings) for k in EVENT_KINDS}
+        self.batch_models = BatchModels(settings, redis)
         self.models: dict[EventKind, OnlineModel] = {}
         self.version = 0
         self.label_offset = NO_OFFSET
@@ -131,6 +133,7 @@ class StreamWorker:
         async with self._started:
             if not self.models:
                 await self._load_checkpoint()
+                await self.batch_models.refresh()
 
     async def _load_checkpoint(self) -> None:
         checkpoint = await self._checkpoints.load()
@@ -167,6 +170,7 @@ class StreamWorker:
         started = time.perf_counter()
         await self.start()
         await self._refresh_models()
+        await self.batch_models.maybe_refresh()
         spec = SPECS[kind]
         events = self._decode_all(spec.schema, messages)
         if not events:
@@ -191,6 +195,7 @@ class StreamWorker:
             self._thresholds[kind],
             scored_at=time.time(),
             served=served,
+            batch=self.batch_models.get(kind),  # one model for the whole batch
         )
         touched = {spec.entity(e) for e in events if e.event_id in fresh}
         for entity in touched:

@@ -47,3 +47,38 @@ def label(event_id: str, kind: str, positive: bool, *, at: float = T0 + 10_000) 
         is_positive=positive,
         source="generator",
     )
+
+
+def batch_model(version: str, *, seed: int = 0, review: float = 0.5, block: float = 0.9) -> Any:
+    """A small but real transaction batch model (gradient-boosted trees fitted on random
+    rows over the served feature names), for tests of publishing and hot swapping."""
+    from datetime import UTC, datetime
+
+    import numpy as np
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from models import weights
+    from models.features import FEATURE_SET_VERSIONS, TRANSACTION_DENSE_FEATURES
+
+    names = list(TRANSACTION_DENSE_FEATURES)
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(400, len(names)))
+    y = X[:, names.index("amount_log")] + rng.normal(scale=0.5, size=400) > 1.0
+    trees = HistGradientBoostingClassifier(max_iter=10, random_state=seed).fit(X, y)
+    now = datetime.now(UTC)
+    return weights.BatchModel(
+        weights.ModelCard(
+            kind="transaction",
+            version=version,
+            feature_set_version=FEATURE_SET_VERSIONS["transaction"],
+            feature_names=names,
+            created_at=now,
+            trained_until=now,
+            library_versions={},
+            metrics={},
+            review_threshold=review,
+            block_threshold=block,
+            hybrid=weights.Blend(online_weight=0.5, batch_weight=1.0, bias=0.0),
+        ),
+        weights.trees_from_sklearn(trees, names),
+    )

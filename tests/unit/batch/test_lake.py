@@ -214,3 +214,16 @@ def test_one_sink_per_lake(tmp_path):
     with sink_lock(tmp_path):  # released when the first sink ends
         pass
     assert read_lake(tmp_path, "scored").collect().height == 0  # the lock file is no data
+
+
+def test_files_from_before_a_new_column_read_and_compact_with_nulls(tmp_path: Path) -> None:
+    """A column added later (``scope_id``) is null in older files, never an error."""
+    write_rows(tmp_path, "scored", 0, rows([0, 1], [T0, T0 + 1]))
+    old = next(iter(list_parts(tmp_path, "scored"))).path
+    pl.read_parquet(old).drop("scope_id").write_parquet(old)
+    write_rows(tmp_path, "scored", 0, rows([2], [T0 + 2]))
+
+    frame = read_lake(tmp_path, "scored").collect()
+    assert frame["scope_id"].to_list() == [None, None, ""]
+    compact(tmp_path)
+    assert read_lake(tmp_path, "scored").collect()["scope_id"].to_list() == [None, None, ""]

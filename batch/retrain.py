@@ -1,0 +1,497 @@
+"""One retrain of one kind: lake -> examples -> model -> honest evaluation -> gate -> publish.
+
+Stages, each announced on the progress stream:
+
+1. **Examples**: scored events with the labels known at the cut-off (``batch.dataset``),
+   plus the batch-only profiles as of each event's period (``batch.profiles``).
+2. **Split** by event time into train / validation / test.
+3. **Fit** within the time budget (``batch.train``), calibrate and fit the hybrid blend
+   on validation, choose the thresholds from the costs on validation.
+4. **Evaluate** on the test window, side by side: the new batch and hybrid scores, the
+   model in production (as it would have served: its own lookups and blend), and the online
+   model's logged scores. When production was trained on part of the test window, the
+   comparison uses only the events after its cut-off, so it is not judged on what it saw.
+5. **Gate**: publish only if the new hybrid score's average precision beats the incumbent's
+   (production's hybrid, or the online score when there is no batch model yet) by the
+   margin; ``force`` overrides. The report says which and why.
+6. **Publish**: the signed payload to Redis with an atomic pointer swap, announced on the
+   model-updates topic. Nothing is written to Redis before this step, so a run that fails
+   or is killed earlier leaves production untouched.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+import redis
+import scipy.sparse as sp
+
+from batch import design, train
+from batch.dataset import (
+    RetrainError,
+    Split,
+    labelled_examples,
+    labels_before,
+    scored_before,
+    time_split,
+)
+from batch.profiles import DEFAULT_PERIOD_S, PROFILES, point_in_time, snapshot
+from models import evaluation, weights
+from models.batch_registry import BatchModelRegistry
+from models.features import FEATURE_SET_VERSIONS
+from models.names import EventKind, RedisKeys
+from models.settings import Settings
+from models.text import is_text_feature
+
+FloatArray = npt.NDArray[np.float64]
+TOP_K_PER_DAY = 50
+
+
+@dataclass(frozen=True)
+class Options:
+    """What one run is asked to do (the CLI's flags, already validated)."""
+
+    kind: EventKind
+    cutoff: datetime
+    since: datetime | None = None
+    force: bool = False
+    dry_run: bool = False
+    valid_share: float = 0.2
+    test_share: float = 0.2
+    min_positives: int = 5
+    profile_period_s: float = DEFAULT_PERIOD_S
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ScoreColumns:
+    """The test labels and every scorer's scores on the comparison window (for plots)."""
+
+    labels: npt.NDArray[np.bool_]
+    scores: dict[str, FloatArray]
+
+
+@dataclass
+class Outcome:
+    """What happened: the model, its figures, the decision and where the report is."""
+
+    kind: EventKind
+    version: str
+    promoted: bool
+    reason: str
+    metrics: dict[str, Any]
+    run_dir: Path
+    previous: str | None = None
+    stages: dict[str, float] = field(default_factory=dict)
+
+
+def version_for(kind: EventKind, now: datetime) -> str:
+    prefix = "txn" if kind == "transaction" else "email"
+    return f"{prefix}-{now.strftime('%Y%m%dT%H%M%S.%fZ')}"
+
+
+def run(
+    settings: Settings,
+    options: Options,
+    *,
+    log: Callable[[str], None] = lambda _: None,
+    announce: Callable[[EventKind, str], None] | None = None,
+) -> Outcome:
+    """Retrain ``options.kind``; ``announce(kind, version)`` tells the workers (Kafka)."""
+    kind, spec = options.kind, PROFILES[options.kind]
+    stages: dict[str, float] = {}
+    clock = time.monotonic()
+
+    def stage(name: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        stages[name] = round(now - clock, 3)
+        clock = now
+        log(f"[{kind}] {name} done in {stages[name]:.1f} s")
+
+    log(
+        f"[{kind}] reading the lake at {settings.lake_dir} "
+        f"(cut-off {options.cutoff:%Y-%m-%dT%H:%M:%SZ})"
+    )
+    examples = labelled_examples(settings.lake_dir, kind, options.cutoff, options.since)
+    scored_all = scored_before(settings.lake_dir, kind, options.cutoff)
+    labels_all = labels_before(settings.lake_dir, kind, options.cutoff)
+    examples = point_in_time(examples, scored_all, labels_all, spec, options.profile_period_s)
+    stage("examples")
+    split = time_split(
+        examples,
+        valid_share=options.valid_share,
+        test_share=options.test_share,
+        min_positives=options.min_positives,
+    )
+    log(f"[{kind}] {split.describe()}")
+
+    served = design.served_names(split.train, kind)
+    profile_columns = spec.feature_names()
+    inputs = _Inputs(kind, served, profile_columns)
+    X_train, X_valid, X_test = (inputs.matrix(f) for f in (split.train, split.valid, split.test))
+    y_train, y_valid, y_test = (_labels(f) for f in (split.train, split.valid, split.test))
+    stage("features")
+
+    tuned = train.tune(
+        kind,
+        inputs.fit_transform(X_train),
+        y_train,
+        inputs.transform(X_valid),
+        y_valid,
+        budget_s=settings.retrain_budget_s,
+        seed=options.seed,
+        log=lambda m: log(f"[{kind}] {m}"),
+    )
+    stage("fit")
+
+    a, b = train.fit_platt(tuned.valid_raw, y_valid)
+    batch_valid = train.sigmoid(a * tuned.valid_raw + b)
+    online_valid = split.valid["online_score"].to_numpy()
+    blend = train.fit_blend(online_valid, batch_valid, y_valid)
+    hybrid_valid = train.blend(blend, online_valid, batch_valid)
+    costs = train.Costs(settings.cost_missed, settings.cost_review, settings.cost_false_block)
+    review_t, block_t, valid_cost = train.choose_thresholds(y_valid, hybrid_valid, costs)
+    log(f"[{kind}] thresholds from costs: review {review_t:.4f}, block {block_t:.4f}")
+
+    now = datetime.now(UTC)
+    version = version_for(kind, now)
+    snap = snapshot(scored_all, labels_all, spec, options.cutoff)
+    model = weights.BatchModel(
+        weights.ModelCard(
+            kind=kind,
+            version=version,
+            feature_set_version=FEATURE_SET_VERSIONS[kind],
+            feature_names=inputs.names,
+            created_at=now,
+            trained_until=options.cutoff,
+            library_versions=_library_versions(),
+            metrics={},
+            review_threshold=review_t,
+            block_threshold=block_t,
+            hybrid=weights.Blend(online_weight=blend[0], batch_weight=blend[1], bias=blend[2]),
+        ),
+        inputs.export(tuned.estimator),
+        weights.Calibration(a=a, b=b),
+        [
+            weights.Lookup(
+                key="entity_id",
+                features=snap.entity_features,
+                rows=snap.entity_rows,
+                default=spec.entity_default(),
+            ),
+            weights.Lookup(
+                key="scope_id",
+                features=snap.scope_features,
+                rows=snap.scope_rows,
+                default=spec.scope_default(),
+            ),
+        ],
+    )
+    stage("calibrate")
+
+    registry = BatchModelRegistry(
+        redis.Redis.from_url(settings.redis_url), RedisKeys(settings.namespace)
+    )
+    production = _production(registry, settings, kind, log)
+    metrics, columns = _evaluate(
+        kind,
+        split,
+        model,
+        X_test,
+        y_test,
+        production,
+        settings,
+        extra={
+            "valid_cost": valid_cost,
+            "costs": costs.__dict__,
+            "trials": tuned.trials,
+            "params": tuned.params,
+            "split": _split_summary(split),
+            "blend": {"online": blend[0], "batch": blend[1], "bias": blend[2]},
+            "calibration": {"a": a, "b": b},
+            "lookup_rows": {"entity": len(snap.entity_rows), "scope": len(snap.scope_rows)},
+        },
+    )
+    stage("evaluate")
+
+    promoted, reason = _gate(metrics, settings.promotion_margin, options.force)
+    if options.dry_run:
+        promoted, reason = False, f"dry run: not published ({reason})"
+    log(f"[{kind}] {'PROMOTE' if promoted else 'KEEP PRODUCTION'}: {reason}")
+    model = model.with_card(metrics=_card_metrics(metrics))
+    run_dir = Path(settings.runs_dir) / kind / version
+    previous = None
+    if promoted:
+        blob = weights.sign(model, _signing_key(settings))
+        previous = registry.publish(kind, version, blob)
+        if announce is not None:
+            announce(kind, version)
+        stage("publish")
+    outcome = Outcome(kind, version, promoted, reason, metrics, run_dir, previous, stages)
+    from batch.report import write_report  # matplotlib is imported only when reporting
+
+    write_report(outcome, model, columns, _importances(inputs, tuned, X_test, y_test, options.seed))
+    stage("report")
+    return outcome
+
+
+def _signing_key(settings: Settings) -> bytes:
+    if not settings.model_signing_key:
+        raise RetrainError(
+            "FRAUD_MODEL_SIGNING_KEY is empty: set the same secret for the batch job and the "
+            "workers, or run with --dry-run to train and report without publishing"
+        )
+    return settings.model_signing_key.encode()
+
+
+def _labels(frame: pl.DataFrame) -> npt.NDArray[np.bool_]:
+    return frame["is_positive"].to_numpy().astype(bool)
+
+
+class _Inputs:
+    """The model input of one kind: names, matrix and the transform fitted on train."""
+
+    def __init__(self, kind: EventKind, served: list[str], profiles: list[str]) -> None:
+        self.kind = kind
+        self.served = served
+        self.profiles = profiles
+        self.names = served + profiles
+        self._idf: FloatArray | None = None
+        self._mean: FloatArray | None = None
+        self._scale: FloatArray | None = None
+
+    def matrix(self, frame: pl.DataFrame) -> Any:
+        if self.kind == "transaction":
+            return design.dense_matrix(frame, self.served, self.profiles)
+        return design.sparse_matrix(frame, self.served, self.profiles)
+
+    @property
+    def _text(self) -> npt.NDArray[np.bool_]:
+        return np.array([is_text_feature(n) for n in self.names])
+
+    def fit_transform(self, X: Any) -> Any:
+        if self.kind == "transaction":
+            return X
+        # TF-IDF weights for the hashed tokens; standardisation for every other column.
+        n = X.shape[0]
+        df = np.asarray((X != 0).sum(axis=0)).ravel()
+        text = self._text
+        self._idf = np.where(text, np.log((1 + n) / (1 + df)) + 1.0, 1.0)
+        dense = X[:, ~text].toarray()
+        mean = np.zeros(len(self.names))
+        scale = np.ones(len(self.names))
+        mean[~text] = dense.mean(axis=0)
+        std = dense.std(axis=0)
+        # A constant column (e.g. a profile that is empty all through training) can come out
+        # with a std of 1e-18 from rounding: dividing by that would blow up any later value.
+        constant = std <= 1e-9 * np.maximum(1.0, np.abs(mean[~text]))
+        scale[~text] = np.where(constant, 1.0, std)
+        self._mean, self._scale = mean, scale
+        return self.transform(X)
+
+    def transform(self, X: Any) -> Any:
+        if self.kind == "transaction":
+            return X
+        assert self._idf is not None and self._mean is not None and self._scale is not None
+        text = self._text
+        tokens = X[:, text] @ sp.diags(self._idf[text])
+        dense = (X[:, ~text].toarray() - self._mean[~text]) / self._scale[~text]
+        out = sp.hstack([tokens, sp.csr_matrix(dense)], format="csr")
+        order = np.concatenate([np.flatnonzero(text), np.flatnonzero(~text)])
+        return out[:, np.argsort(order)]
+
+    def export(self, estimator: Any) -> weights.Trees | weights.Linear:
+        """The fitted estimator as data, for raw (untransformed) inputs."""
+        if self.kind == "transaction":
+            return weights.trees_from_sklearn(estimator, self.names)
+        assert self._idf is not None and self._mean is not None and self._scale is not None
+        coef = np.asarray(estimator.coef_, dtype=np.float64)[0]
+        text = self._text
+        return weights.Linear(
+            weights={n: float(w) for n, w in zip(self.names, coef, strict=True) if w != 0.0},
+            intercept=float(estimator.intercept_[0]),
+            scaling={
+                n: weights.Scale(mean=float(m), scale=float(sc))
+                for n, m, sc, t in zip(self.names, self._mean, self._scale, text, strict=True)
+                if not t
+            },
+            idf={n: float(i) for n, i, t in zip(self.names, self._idf, text, strict=True) if t},
+        )
+
+
+def _production(
+    registry: BatchModelRegistry, settings: Settings, kind: EventKind, log: Callable[[str], None]
+) -> weights.BatchModel | None:
+    """The model in production, verified; None when there is none or it cannot be used."""
+    current = registry.current_blob(kind)
+    if current is None:
+        log(f"[{kind}] no batch model in production yet: the incumbent is the online score")
+        return None
+    version, blob = current
+    if not settings.model_signing_key:
+        log(f"[{kind}] production {version} cannot be verified without FRAUD_MODEL_SIGNING_KEY")
+        return None
+    try:
+        return weights.verify(
+            blob,
+            settings.model_signing_key.encode(),
+            kind=kind,
+            feature_set_version=FEATURE_SET_VERSIONS[kind],
+        )
+    except weights.InvalidWeights as exc:
+        log(f"[{kind}] production {version} is unusable ({exc.reason}): judged against online")
+        return None
+
+
+def _evaluate(
+    kind: EventKind,
+    split: Split,
+    model: weights.BatchModel,
+    X_test: Any,
+    y_test: npt.NDArray[np.bool_],
+    production: weights.BatchModel | None,
+    settings: Settings,
+    extra: dict[str, Any],
+) -> tuple[dict[str, Any], ScoreColumns]:
+    test = split.test
+    online = test["online_score"].to_numpy()
+    batch = model.score_matrix(X_test)
+    hybrid = weights.blend_array(model.card, online, batch)
+    card = model.card
+    online_threshold = (
+        settings.txn_review_threshold if kind == "transaction" else settings.email_review_threshold
+    )
+    scores: dict[str, tuple[FloatArray, float]] = {
+        "new_hybrid": (hybrid, card.review_threshold),
+        "new_batch": (batch, card.review_threshold),
+        "online_logged": (online, online_threshold),
+    }
+    window = np.ones(test.height, dtype=bool)
+    notes = []
+    if production is not None:
+        prod_batch = production.score_rows(design.feature_rows(test), design.lookup_keys(test))
+        prod_hybrid = weights.blend_array(production.card, online, prod_batch)
+        scores["production_hybrid"] = (prod_hybrid, production.card.review_threshold)
+        scores["production_batch"] = (prod_batch, production.card.review_threshold)
+        after = (test["event_time"] >= production.card.trained_until).to_numpy()
+        if y_test[after].sum() >= 5 and (~y_test[after]).sum() >= 5:
+            window = after
+        else:
+            notes.append(
+                f"production {production.card.version} was trained until "
+                f"{production.card.trained_until:%Y-%m-%dT%H:%M:%SZ}, inside the test window, "
+                "and too few test events come after it: its figures are optimistic"
+            )
+    times = test["event_time"].dt.epoch("s").to_numpy().astype(np.float64)
+    entities = test["entity_id"].to_numpy()
+    figures = {}
+    columns = {name: s[window] for name, (s, _) in scores.items()}
+    for name, (s, threshold) in scores.items():
+        summary = evaluation.summarize(y_test[window], s[window], threshold)
+        if kind == "transaction":
+            summary["card_precision_top_k_per_day"] = evaluation.precision_top_k_per_day(
+                times[window], entities[window], y_test[window], s[window], TOP_K_PER_DAY
+            )
+        figures[name] = summary
+    metrics = {
+        "kind": kind,
+        "version": card.version,
+        "production_version": production.card.version if production else None,
+        "comparison_events": int(window.sum()),
+        "comparison_positives": int(y_test[window].sum()),
+        "test_events": int(test.height),
+        "scores": figures,
+        "thresholds": {"review": card.review_threshold, "block": card.block_threshold},
+        "notes": notes,
+        **extra,
+    }
+    return metrics, ScoreColumns(y_test[window], columns)
+
+
+def _importances(
+    inputs: _Inputs, tuned: train.Tuned, X_test: Any, y_test: npt.NDArray[np.bool_], seed: int
+) -> dict[str, float]:
+    """Which features the new model leans on. Trees: permutation importance (drop in average
+    precision when a column is shuffled) on at most 20,000 test rows. Linear: the absolute
+    weight times the spread of its (transformed) column on the test window."""
+    if inputs.kind == "transaction":
+        from sklearn.inspection import permutation_importance
+
+        n = min(X_test.shape[0], 20_000)
+        result = permutation_importance(
+            tuned.estimator,
+            X_test[:n],
+            y_test[:n],
+            scoring="average_precision",
+            n_repeats=3,
+            random_state=seed,
+        )
+        values = result.importances_mean
+    else:
+        X = inputs.transform(X_test)
+        mean = np.asarray(X.mean(axis=0)).ravel()
+        sq = np.asarray(X.multiply(X).mean(axis=0)).ravel()
+        spread = np.sqrt(np.clip(sq - mean * mean, 0, None))
+        values = np.abs(np.asarray(tuned.estimator.coef_)[0]) * spread
+    ranked = sorted(zip(inputs.names, values.tolist(), strict=True), key=lambda nv: -nv[1])
+    return dict(ranked[:20])
+
+
+def _gate(metrics: dict[str, Any], margin: float, force: bool) -> tuple[bool, str]:
+    scores = metrics["scores"]
+    new = scores["new_hybrid"]["average_precision"] or 0.0
+    incumbent_name = "production_hybrid" if "production_hybrid" in scores else "online_logged"
+    incumbent = scores[incumbent_name]["average_precision"] or 0.0
+    verdict = (
+        f"new hybrid AP {new:.4f} vs {incumbent_name.replace('_', ' ')} AP {incumbent:.4f} "
+        f"(margin {margin}) on {metrics['comparison_events']} test events"
+    )
+    if new >= incumbent + margin:
+        return True, f"better: {verdict}"
+    if force:
+        return True, f"forced despite: {verdict}"
+    return False, f"not better by the margin: {verdict}"
+
+
+def _card_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, figures in metrics["scores"].items():
+        for key in ("roc_auc", "average_precision"):
+            value = figures.get(key)
+            if value is not None and np.isfinite(value):
+                out[f"{name}_{key}"] = float(value)
+    return out
+
+
+def _split_summary(split: Split) -> dict[str, Any]:
+    out = {}
+    for name in ("train", "valid", "test"):
+        frame: pl.DataFrame = getattr(split, name)
+        out[name] = {
+            "events": frame.height,
+            "positives": int(frame["is_positive"].sum()),
+            "from": str(frame["event_time"].min()),
+            "until": str(frame["event_time"].max()),
+        }
+    return out
+
+
+def _library_versions() -> dict[str, str]:
+    import sklearn
+
+    return {
+        "python": platform.python_version(),
+        "scikit-learn": sklearn.__version__,
+        "polars": pl.__version__,
+        "numpy": np.__version__,
+    }

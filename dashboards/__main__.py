@@ -1,0 +1,5 @@
+"""``python -m dashboards``: see :mod:`dashboards.cli`."""
+
+from dashboards.cli import run
+
+run()

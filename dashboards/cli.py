@@ -1,0 +1,213 @@
+"""``python -m dashboards {provision,export}``: Grafana dashboards and alert rules as code.
+
+The entry point reads the environment once (``GRAFANA_*``, ``PROMETHEUS_URL`` and the
+``FRAUD_*`` settings), flags win, and hands plain values down. Credentials have no default:
+a token (``GRAFANA_TOKEN``) or a user and password. Exit codes: 0 done, 1 Grafana
+unreachable, refusing the credentials or a change (or a bad ``FRAUD_`` variable), 2 bad
+arguments, 130 interrupted. No error prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import NoReturn
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from grafana_client import GrafanaApi
+
+from dashboards import datasources
+from dashboards.catalog import all_dashboards
+from dashboards.datasources import DataSourceError
+from dashboards.provision import Plan, Provisioner, ProvisionError
+from models import arguments
+from models.settings import Settings, SettingsError
+
+ENV_HELP = """environment (flags win):
+  GRAFANA_URL        Grafana base URL, e.g. http://127.0.0.1:3000
+  GRAFANA_TOKEN      service-account token (preferred), or:
+  GRAFANA_USER       user name, with
+  GRAFANA_PASSWORD   its password (no default: nothing is assumed)
+  PROMETHEUS_URL     Prometheus as Grafana's server reaches it (default {prometheus})
+  FRAUD_REDIS_URL    Redis holding the recent-alerts stream, as Grafana reaches it
+  FRAUD_NAMESPACE    namespace of that stream's key (fraud:alerts by default)"""
+
+_positive = arguments.number(0.0, inclusive=False)
+
+
+class UsageError(Exception):
+    """Arguments or environment that parse but cannot work; reported like an argparse error."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env_help = ENV_HELP.format(prometheus=datasources.DEFAULT_PROMETHEUS_URL)
+    parser = argparse.ArgumentParser(
+        prog="python -m dashboards",
+        description="Grafana dashboards and alert rules for the fraud and spam stream.",
+        epilog=env_help,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    provision = commands.add_parser(
+        "provision",
+        help="create or update data sources, folder, dashboards and alert rules in Grafana",
+        description="Create or update, by uid, the Prometheus and Redis data sources, the "
+        "Fraudstream folder, the dashboards and the alert rules. Idempotent: what already "
+        "matches is left alone, and each object is reported created, updated, unchanged or "
+        "skipped.",
+        epilog=env_help,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    provision.set_defaults(command_parser=provision)
+    provision.add_argument("--grafana-url", metavar="URL", help="Grafana base URL (GRAFANA_URL)")
+    provision.add_argument("--user", help="Grafana user (GRAFANA_USER)")
+    provision.add_argument(
+        "--password",
+        help="Grafana password (GRAFANA_PASSWORD; prefer the variable: flags show in ps)",
+    )
+    provision.add_argument(
+        "--prometheus-url",
+        metavar="URL",
+        help="Prometheus URL as Grafana's server reaches it (PROMETHEUS_URL, default "
+        f"{datasources.DEFAULT_PROMETHEUS_URL})",
+    )
+    provision.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="Redis of the recent-alerts stream as Grafana reaches it (FRAUD_REDIS_URL)",
+    )
+    provision.add_argument(
+        "--scrape-interval",
+        default=datasources.DEFAULT_SCRAPE_INTERVAL,
+        metavar="DURATION",
+        help="Prometheus's scrape_interval, for $__rate_interval (default %(default)s)",
+    )
+    provision.add_argument(
+        "--timeout",
+        type=_positive,
+        default=10.0,
+        metavar="SECONDS",
+        help="give up on a Grafana request after this long (default %(default)s)",
+    )
+    provision.add_argument(
+        "--dry-run", action="store_true", help="report what would change, write nothing"
+    )
+
+    export = commands.add_parser(
+        "export",
+        help="write the dashboards' JSON files (file provisioning, screenshots)",
+        description="Write one <uid>.json per dashboard into DIR, in the format of Grafana's "
+        "dashboard file provisioning; they expect a Prometheus data source with uid "
+        f"{datasources.PROMETHEUS_UID} (and a Redis one, {datasources.ALERTS_UID}).",
+        epilog=env_help,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.set_defaults(command_parser=export)
+    export.add_argument("dir", metavar="DIR", help="directory to write (created if missing)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    env = os.environ if environ is None else environ
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env(env)
+        if args.command == "export":
+            return _export(Path(args.dir), settings)
+        return _provision(args, env, settings)
+    except UsageError as exc:
+        command_parser: argparse.ArgumentParser = args.command_parser
+        command_parser.error(str(exc))
+    except (SettingsError, ProvisionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _export(directory: Path, settings: Settings) -> int:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for board in all_dashboards(settings.namespace):
+            path = directory / f"{board['uid']}.json"
+            path.write_text(json.dumps(board, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            print(path)
+    except OSError as exc:
+        raise UsageError(f"cannot write {directory}: {exc.strerror or exc}") from None
+    return 0
+
+
+def _provision(args: argparse.Namespace, env: Mapping[str, str], settings: Settings) -> int:
+    url, credential = grafana_connection(args, env)
+    try:
+        plan = Plan(
+            datasources=[
+                datasources.prometheus(
+                    args.prometheus_url
+                    or env.get("PROMETHEUS_URL")
+                    or datasources.DEFAULT_PROMETHEUS_URL,
+                    args.scrape_interval,
+                ),
+                datasources.alerts(args.redis_url or settings.redis_url),
+            ],
+            dashboards=all_dashboards(settings.namespace),
+        )
+    except DataSourceError as exc:
+        raise UsageError(str(exc)) from None
+    api = GrafanaApi.from_url(url, credential=credential, timeout=args.timeout)
+    results = Provisioner(api, url, dry_run=args.dry_run).run(plan)
+    for result in results:
+        print(result.line())
+    tally = Counter(result.outcome for result in results)
+    summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(tally.items()))
+    print(f"{summary}{' (dry run: nothing written)' if args.dry_run else ''}", file=sys.stderr)
+    return 0
+
+
+def grafana_connection(
+    args: argparse.Namespace, env: Mapping[str, str]
+) -> tuple[str, str | tuple[str, str]]:
+    """Grafana's URL (without credentials, fit to print) and the credential to use."""
+    raw = args.grafana_url or env.get("GRAFANA_URL")
+    if not raw:
+        raise UsageError("no Grafana URL: pass --grafana-url or set GRAFANA_URL")
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"Grafana URL must be http(s)://host[:port][/path], not {raw!r}")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise UsageError("Grafana URL has an invalid port") from None
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    # grafana_client appends "api" to the path as is: a sub-path needs its trailing slash.
+    path = parts.path.rstrip("/") + "/" if parts.path.strip("/") else ""
+    url = urlunsplit((parts.scheme, netloc, path, "", ""))
+
+    token = env.get("GRAFANA_TOKEN", "")
+    if args.user or args.password or not token:
+        # Flags win over the environment, a token over a user in the environment.
+        user = args.user or env.get("GRAFANA_USER") or unquote(parts.username or "")
+        password = args.password or env.get("GRAFANA_PASSWORD") or unquote(parts.password or "")
+        if user and password:
+            return url, (user, password)
+        if user or password:
+            raise UsageError("a Grafana user needs a password, and a password a user")
+    if token:
+        return url, token
+    raise UsageError(
+        "no Grafana credentials: set GRAFANA_TOKEN (a service-account token), or "
+        "GRAFANA_USER and GRAFANA_PASSWORD (or pass --user and --password)"
+    )
+
+
+def run() -> NoReturn:
+    sys.exit(main())
