@@ -153,6 +153,12 @@ def _add_retrain(commands: Any, env_help: str) -> None:
         help="how often the batch-only profiles are refreshed: the retrain cadence, seconds "
         "(default %(default)s; must divide 30 days)",
     )
+    p.add_argument(
+        "--max-train-rows",
+        type=_positive_int,
+        default=500_000,
+        help="above this, negatives of the training window are sampled (default %(default)s)",
+    )
     p.add_argument("--seed", type=arguments.whole(0), default=0, help="default %(default)s")
     p.add_argument("--no-announce", action="store_true", help="do not publish to Kafka")
 
@@ -296,6 +302,7 @@ def _retrain(settings: Settings, args: argparse.Namespace) -> int:
                 test_share=args.test_share,
                 min_positives=args.min_positives,
                 profile_period_s=args.profile_period_s,
+                max_train_rows=args.max_train_rows,
                 seed=args.seed,
             ),
             log=_say,

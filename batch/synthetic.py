@@ -36,12 +36,16 @@ def fill_lake(
     start: float = 1_767_225_600.0,  # 2026-01-01T00:00:00Z
     label_delay_s: float = 3 * 86_400.0,
     positive_rate: float | None = None,
+    drift_at: float | None = None,
+    truth: dict[str, float] | None = None,
     namespace: str = "fraud",
     progress: Callable[[int], None] | None = None,
 ) -> tuple[int, int]:
     """Generate ``count`` events of ``kind``, score them and write them and their labels to
-    the lake at ``lake_dir``. Label delays are uniform in [0.5, 1.5] x ``label_delay_s``.
-    Returns (scored rows, label rows)."""
+    the lake at ``lake_dir``. Label delays are uniform in [0.5, 1.5] x ``label_delay_s``;
+    ``drift_at`` starts the simulator's drift scenario; ``truth``, when given, receives each
+    event's true probability by event id (for evaluation only). Returns (scored, label rows).
+    """
     settings = Settings(namespace=namespace)
     topics = Topics.for_namespace(namespace)
     rng = random.Random(seed)
@@ -56,7 +60,11 @@ def fill_lake(
     labels: list[tuple[float, str, bool]] = []
 
     def items() -> Iterator[tuple[Any, bool]]:
-        for event, positive, _ in generated_events(kind, count, seed, start, positive_rate):
+        for event, positive, p in generated_events(
+            kind, count, seed, start, positive_rate, drift_at
+        ):
+            if truth is not None:
+                truth[event.event_id] = p
             fed.append(event)
             yield event, positive
 

@@ -13,12 +13,14 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-USAGE = """usage: python -m benchmarks [worker|latency|producer|all] [options]
+USAGE = """usage: python -m benchmarks [worker|latency|producer|retrain|all] [options]
 
   worker     throughput of the stream worker next to its ceiling (scoring in memory) and
              its floor (a per-event Faust agent), on 200,000 synthetic transactions
   latency    event-to-scored latency p50/p99 at a steady 5,000 events/s
   producer   synthetic transactions per second one producer process sends
+  retrain    time and peak memory of a transaction retrain on a lake of --events events
+             (not part of all: it builds a lake of millions of events first)
   all        the three in turn, sharing one broker and Redis (the default)
 
 `python -m benchmarks COMMAND --help` lists a command's options. Each run starts its own
@@ -62,10 +64,17 @@ def _producer(argv: list[str]) -> int:
         return run(["--bootstrap-servers", svc.bootstrap, *argv])
 
 
+def _retrain(argv: list[str]) -> int:
+    from benchmarks import retrain
+
+    return retrain.main(argv)
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "worker": _worker,
     "latency": _latency,
     "producer": _producer,
+    "retrain": _retrain,
 }
 
 

@@ -22,7 +22,6 @@ from typing import Any
 from dashboards import model_health, overview
 from dashboards.catalog import FOLDER_UID
 from dashboards.datasources import PROMETHEUS_REF, PROMETHEUS_UID
-from dashboards.metrics import Pending
 from dashboards.promql import rate, summed
 from models.names import Metrics
 
@@ -86,8 +85,8 @@ RULES = (
         uid="fraudstream-quality-drop",
         title="Quality drop",
         expr=(
-            f'max by (kind) ({Pending.AVERAGE_PRECISION}{{score="hybrid"}}) / clamp_min('
-            f'max by (kind) (avg_over_time({Pending.AVERAGE_PRECISION}{{score="hybrid"}}'
+            f'max by (kind) ({Metrics.AVERAGE_PRECISION}{{score="hybrid"}}) / clamp_min('
+            f'max by (kind) (avg_over_time({Metrics.AVERAGE_PRECISION}{{score="hybrid"}}'
             "[1d] offset 1h)), 0.01)"
         ),
         comparison="lt",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dashboards.metrics import Pending
 from dashboards.panels import (
     Json,
     alerts_table,
@@ -36,18 +35,18 @@ SPAM = KindBoard("email", "fraudstream-spam", "Fraudstream: spam", "email")
 
 QUALITY = (
     (
-        Pending.AVERAGE_PRECISION,
+        Metrics.AVERAGE_PRECISION,
         "Average precision",
         "Area under the precision-recall curve over the rolling window of labelled events: "
         "the threshold-free measure for rare positives.",
     ),
     (
-        Pending.PRECISION,
+        Metrics.PRECISION,
         "Precision at the review threshold",
         "Share of the window's alerts that the labels confirmed.",
     ),
     (
-        Pending.RECALL,
+        Metrics.RECALL,
         "Recall at the review threshold",
         "Share of the window's confirmed positives that raised an alert.",
     ),
@@ -66,8 +65,8 @@ def build(board: KindBoard, alerts_stream: str) -> Json:
     def decided(decision: str) -> str:
         return summed(increase(Metrics.ALERTS, f'{only}, decision="{decision}"'))
 
-    reasons_in_range = summed(increase(Pending.ALERT_REASONS, only), "feature")
-    reasons_per_s = summed(rate(Pending.ALERT_REASONS, only), "feature")
+    reasons_in_range = summed(increase(Metrics.ALERT_REASONS, only), "feature")
+    reasons_per_s = summed(rate(Metrics.ALERT_REASONS, only), "feature")
 
     throughput = stat(
         f"{noun.capitalize()}s/s",
@@ -150,7 +149,7 @@ def build(board: KindBoard, alerts_stream: str) -> Json:
         "From the event's time to its label reaching the worker: the online model learns this "
         "late, and the quality figures lag by as much.",
         [
-            prom(quantile(q, Pending.LABEL_DELAY, matchers=only), f"p{round(q * 100)}")
+            prom(quantile(q, Metrics.LABEL_DELAY, matchers=only), f"p{round(q * 100)}")
             for q in (0.5, 0.9, 0.99)
         ],
         unit="s",

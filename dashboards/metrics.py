@@ -16,42 +16,14 @@ class Pending:
     """PENDING: names the dashboards need that ``models.names.Metrics`` does not define and no
     worker exports yet. Move each to ``Metrics`` (same name) when the worker exports it.
 
-    Quality gauges are prequential: each scored event is judged by its label when the label
-    arrives, over the most recent labelled events of a kind (a rolling window), at the
-    operating (review) threshold for precision and recall.
+    None today: the rolling quality gauges, score and label-delay histograms, alert reasons
+    and consumer lag moved to ``Metrics`` with the worker code that exports them
+    (``stream.metrics``, ``stream.quality``, ``stream.lag``).
     """
-
-    ALERT_REASONS = "fraud_alert_reasons_total"
-    """Counter, labels ``kind``, ``feature``: the reason codes (features) on raised alerts,
-    one increment per reason of each alert (the source of the "top reasons" panels)."""
-
-    LABEL_DELAY = "fraud_label_delay_seconds"
-    """Histogram, label ``kind``: from an event's own time to its label's arrival at the
-    worker (chargebacks and spam reports come late; the online model learns that late)."""
-
-    PRECISION = "fraud_rolling_precision"
-    """Gauge, labels ``kind``, ``score`` (``online`` or ``hybrid``): precision at the review
-    threshold over the rolling window of labelled events."""
-
-    RECALL = "fraud_rolling_recall"
-    """Gauge, labels ``kind``, ``score``: recall at the review threshold, same window."""
-
-    AVERAGE_PRECISION = "fraud_rolling_average_precision"
-    """Gauge, labels ``kind``, ``score``: average precision (area under the PR curve, the
-    threshold-free measure that suits rare positives), same window."""
-
-    SCORE = "fraud_score"
-    """Histogram, labels ``kind``, ``score`` (``online``, ``batch``, ``hybrid``): the scores
-    given, buckets 0.05 apart on [0, 1]; comparing it with itself a day earlier shows drift."""
-
-    CONSUMER_LAG = "fraud_consumer_lag"
-    """Gauge, labels ``topic``, ``partition``: messages between the partition's end offset and
-    the worker's committed offset, refreshed on a timer (not only when records arrive, so a
-    stalled worker shows a growing lag instead of a frozen one)."""
 
 
 HISTOGRAMS = frozenset(
-    {Metrics.SCORING_LATENCY, Metrics.EVENT_TO_DECISION, Pending.LABEL_DELAY, Pending.SCORE}
+    {Metrics.SCORING_LATENCY, Metrics.EVENT_TO_DECISION, Metrics.LABEL_DELAY, Metrics.SCORE}
 )
 """Names exposed as ``<name>_bucket``, ``<name>_sum`` and ``<name>_count``, not as is."""
 

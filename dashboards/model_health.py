@@ -9,7 +9,7 @@ day earlier shows drift before the (late) labels can.
 from __future__ import annotations
 
 from dashboards.kinds import QUALITY
-from dashboards.metrics import Pending, bucket, count, info, total
+from dashboards.metrics import bucket, count, info, total
 from dashboards.panels import Json, dashboard, heatmap, prom, row, stat, timeseries
 from dashboards.promql import increase, quantile, rate, summed
 from models.names import EVENT_KINDS, Metrics
@@ -28,7 +28,7 @@ def _mean_score(offset: str = "") -> str:
     """Mean hybrid score per kind over the drift window, ending ``offset`` ago."""
     scores, events = (
         summed(rate(name, HYBRID, DRIFT_WINDOW, offset), "kind")
-        for name in (total(Pending.SCORE), count(Pending.SCORE))
+        for name in (total(Metrics.SCORE), count(Metrics.SCORE))
     )
     return f"{scores} / {events}"
 
@@ -98,7 +98,7 @@ def build() -> Json:
         heatmap(
             f"Hybrid score distribution ({kind}s)",
             "Scores given per second, by bucket of 0.05: a band moving up or down is drift.",
-            [prom(summed(rate(bucket(Pending.SCORE), f'kind="{kind}", {HYBRID}'), "le"))],
+            [prom(summed(rate(bucket(Metrics.SCORE), f'kind="{kind}", {HYBRID}'), "le"))],
             y_unit="none",
         )
         for kind in EVENT_KINDS
@@ -108,7 +108,7 @@ def build() -> Json:
         f"Median and 90th percentile over the last {DRIFT_WINDOW}, and the same a day earlier.",
         [
             prom(
-                quantile(q, Pending.SCORE, "kind", HYBRID, DRIFT_WINDOW, offset),
+                quantile(q, Metrics.SCORE, "kind", HYBRID, DRIFT_WINDOW, offset),
                 f"p{round(q * 100)} {{{{kind}}}}{label}",
             )
             for offset, label in (("", ""), ("1d", " a day earlier"))

@@ -6,14 +6,13 @@ histogram and end to end, alerts by decision, consumer lag and dead letters.
 
 from __future__ import annotations
 
-from dashboards.metrics import Pending
 from dashboards.panels import Json, dashboard, prom, stat, timeseries
 from dashboards.promql import increase, quantile, rate, summed
 from models.names import Metrics
 
 UID = "fraudstream-overview"
 
-LAG = f"sum by (topic) (max by (topic, partition) ({Pending.CONSUMER_LAG}))"
+LAG = f"sum by (topic) (max by (topic, partition) ({Metrics.CONSUMER_LAG}))"
 """Messages behind, per topic. ``max`` first: two workers briefly reporting the same
 partition during a rebalance must not count it twice."""
 

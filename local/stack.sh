@@ -61,6 +61,12 @@ up() {
     export FRAUD_KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
     export FRAUD_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
     export PYTHONUNBUFFERED=1
+    # Batch models are signed; the local stack makes its own key once (never a fixed default).
+    if [[ -z "${FRAUD_MODEL_SIGNING_KEY:-}" ]]; then
+        [[ -s "$RUN/signing-key" ]] || (umask 077; "$PY" -c "import secrets; print(secrets.token_hex(32))" > "$RUN/signing-key")
+        FRAUD_MODEL_SIGNING_KEY="$(cat "$RUN/signing-key")"
+        export FRAUD_MODEL_SIGNING_KEY
+    fi
     # --datadir keeps the worker state out of the repository root (faust defaults to ./<app>-data).
     # `python -m stream` creates the topics (labels with one partition) before Faust starts.
     start_app worker "$PY" -m stream --datadir "$RUN/worker-data" worker -l info --web-port "$WEB_PORT"
@@ -92,6 +98,9 @@ Local stack is up.
   logs:     $RUN/*.log   (tail -f $RUN/worker.log)
   metrics:  http://127.0.0.1:$WEB_PORT/metrics
   alerts:   redis-cli -p $REDIS_PORT XREVRANGE ${FRAUD_NAMESPACE:-fraud}:alerts + - COUNT 10
+  retrain:  FRAUD_MODEL_SIGNING_KEY=\$(cat $RUN/signing-key) FRAUD_LAKE_DIR=$RUN/lake \\
+              FRAUD_KAFKA_BOOTSTRAP=$FRAUD_KAFKA_BOOTSTRAP FRAUD_REDIS_URL=$FRAUD_REDIS_URL \\
+              $PY -m batch retrain --profile-period-s 3600
   stop:     make down
 EOF
 }

@@ -117,11 +117,18 @@ class Metrics:
 
     EVENTS = "fraud_events_total"  # labels: kind
     ALERTS = "fraud_alerts_total"  # labels: kind, decision
-    DEAD_LETTERS = "fraud_dead_letters_total"  # labels: topic, reason
-    LABELS = "fraud_labels_total"  # labels: kind, outcome (learned/unknown/duplicate)
+    DEAD_LETTERS = "fraud_dead_letters_total"  # labels: topic (reasons are free text: logs)
+    LABELS = "fraud_labels_total"  # labels: kind, outcome (learned/waiting/duplicate)
     SCORING_LATENCY = "fraud_scoring_latency_seconds"  # labels: kind
     EVENT_TO_DECISION = "fraud_event_to_decision_seconds"  # labels: kind
     MODEL_VERSION = "fraud_model_version"  # labels: kind, model
     CHECKPOINTS = "fraud_checkpoints_total"  # labels: kind
     MODEL_SWAPS = "fraud_model_swaps_total"  # labels: kind, outcome (swapped/refused)
     BATCH_MODEL = "fraud_batch_model"  # Info (exported as fraud_batch_model_info): kind, version
+    ALERT_REASONS = "fraud_alert_reasons_total"  # labels: kind, feature (one per reason)
+    LABEL_DELAY = "fraud_label_delay_seconds"  # labels: kind (label time - event time)
+    SCORE = "fraud_score"  # histogram, labels: kind, score (online/batch/hybrid)
+    PRECISION = "fraud_rolling_precision"  # labels: kind, score (online/hybrid)
+    RECALL = "fraud_rolling_recall"  # labels: kind, score (online/hybrid)
+    AVERAGE_PRECISION = "fraud_rolling_average_precision"  # labels: kind, score (online/hybrid)
+    CONSUMER_LAG = "fraud_consumer_lag"  # labels: topic, partition

@@ -43,6 +43,7 @@ from models.events import InvalidEvent, ModelUpdate, decode
 from models.names import EVENT_KINDS, EventKind, Topics, consumer_group
 from models.settings import Settings
 from models.topology import topic_partitions
+from stream import lag
 from stream.batch_models import BatchModels
 from stream.worker import RawMessage, StreamWorker
 
@@ -414,6 +415,13 @@ def create_app(settings: Settings) -> faust.App:
         """Every worker reads every model announcement (no consumer group) and loads the
         batch model the pointers name; see ``stream.batch_models``."""
         await follow_announcements(settings, topics.model_updates, worker.batch_models)
+
+    inputs = [*(topics.events(kind) for kind in EVENT_KINDS), topics.labels]
+    consumer_lag = lag.ConsumerLag(inputs, on_assignment=worker.on_assignment)
+
+    @app.timer(interval=lag.INTERVAL_S)
+    async def report_consumer_lag() -> None:
+        await consumer_lag.refresh(app.consumer)
 
     setup_metrics(app)
     app.fraud_worker = worker  # type: ignore[attr-defined]

@@ -266,9 +266,15 @@ class Source:
 
 
 def generated_events(
-    kind: EventKind, count: int, seed: int, start: float, positive_rate: float | None = None
+    kind: EventKind,
+    count: int,
+    seed: int,
+    start: float,
+    positive_rate: float | None = None,
+    drift_at: float | None = None,
 ) -> Iterator[tuple[Transaction | Email, bool, float]]:
-    """``count`` events of the producers' simulator: (event, is positive, true probability).
+    """``count`` events of the producers' simulator: (event, is positive, true probability);
+    ``drift_at`` (POSIX seconds) starts the simulator's drift scenario.
 
     The same stream as ``python -m producers transactions|emails --seed SEED
     --simulate-start START --count COUNT`` (default rates), whose ``--truth-out`` holds the
@@ -278,12 +284,12 @@ def generated_events(
         from producers.transactions import TransactionSimulator
 
         sim: Any = TransactionSimulator(
-            seed, 0.005 if positive_rate is None else positive_rate, start
+            seed, 0.005 if positive_rate is None else positive_rate, start, drift_at
         )
     else:
         from producers.emails import EmailSimulator
 
-        sim = EmailSimulator(seed, 0.3 if positive_rate is None else positive_rate, start)
+        sim = EmailSimulator(seed, 0.3 if positive_rate is None else positive_rate, start, drift_at)
     for _, item in zip(range(count), sim, strict=False):
         yield item.event, item.is_positive, item.true_probability
 

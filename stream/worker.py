@@ -7,11 +7,13 @@ The Faust agents in ``stream.app`` are thin: they hand each batch of raw message
   its raw bytes and the reason (the batch goes on);
 * loads the entities' histories from the Faust tables and the label outcomes from Redis,
   calls :func:`stream.scoring.score_batch`, writes the histories back;
-* keeps the features it served in Redis by event id (until the label comes);
+* keeps the features it served in Redis by event id (until the label comes), with the
+  event's time and the scores given (for the label delay and the rolling quality);
 * publishes scored events and alerts; an event id alerts at most once (a Redis marker);
 * learns from labels with the served features and checkpoints the online models to Redis
   before the labels are acknowledged, so a crash never loses learning that Kafka considers
-  done (see ``models.registry``).
+  done (see ``models.registry``);
+* exports its Prometheus metrics (``stream.metrics``; rolling quality: ``stream.quality``).
 
 It knows Kafka only through :class:`Sink` and plain :class:`RawMessage` objects, so tests can
 drive it without a broker.
@@ -23,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Collection, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,7 +38,7 @@ from models.names import EVENT_KINDS, EventKind, RedisKeys, Topics
 from models.online import OnlineModel
 from models.registry import NO_OFFSET, CheckpointConflict, OnlineCheckpoints
 from models.settings import Settings
-from stream import metrics
+from stream import metrics, quality
 from stream.batch_models import BatchModels
 from stream.scoring import SPECS, KindSpec, Outcomes, Thresholds, Verdict, score_batch
 
@@ -118,6 +120,7 @@ class StreamWorker:
             redis, self.keys, marker_ttl_s=settings.served_features_ttl_s
         )
         self._thresholds = {k: Thresholds.for_kind(k, settings) for k in EVENT_KINDS}
+        self.quality = {k: quality.RollingQuality() for k in EVENT_KINDS}
         self.batch_models = BatchModels(settings, redis)
         self.models: dict[EventKind, OnlineModel] = {}
         self.version = 0
@@ -263,7 +266,19 @@ class StreamWorker:
         for event, verdict in zip(events, verdicts, strict=True):
             if verdict.replayed:
                 continue
-            record = {"k": spec.kind, "s": spec.scope(event), "f": verdict.scored.features}
+            scored = verdict.scored
+            # t: event time (label delay); o, h: online and final score; a: flagged (the final
+            # score reached the review threshold in use): what the rolling quality judges.
+            # Records written before these fields existed have k, s, f only.
+            record = {
+                "k": spec.kind,
+                "s": spec.scope(event),
+                "f": scored.features,
+                "t": event.timestamp,
+                "o": scored.online_score,
+                "h": scored.score,
+                "a": int(scored.decision != "allow"),
+            }
             keys.append(self.keys.served(event.event_id))
             values.append(orjson.dumps(record))
         # Replayed events are looked up too: a crash may have lost the label's second sending.
@@ -291,9 +306,11 @@ class StreamWorker:
             claims.set(self.keys.alerted(alert.event_id), alert.alert_id, nx=True, ex=ttl)
         claimed = await claims.execute()
         stream = self._redis.pipeline(transaction=False)
+        reasons: Counter[str] = Counter()
         for alert, won in zip(alerts, claimed, strict=True):
             if not won:
                 continue
+            reasons.update(reason.feature for reason in alert.reasons)
             payload = encode(alert)
             stream.xadd(
                 self.keys.alerts_stream,
@@ -304,15 +321,26 @@ class StreamWorker:
             self._sink.send(self.topics.alerts, alert.entity_id.encode(), payload)
             metrics.ALERTS.labels(kind, alert.decision).inc()
         await stream.execute()
+        for feature, n in reasons.items():
+            metrics.ALERT_REASONS.labels(kind, feature).inc(n)
 
     def _observe(self, kind: EventKind, verdicts: Sequence[Verdict], elapsed: float) -> None:
+        """Per-batch metrics; the per-event histograms are filled in bulk (one increment per
+        bucket, ``metrics.observe_many``), not one ``observe`` per event and series."""
         n = len(verdicts)
         metrics.EVENTS.labels(kind).inc(n)
         metrics.SCORING_LATENCY.labels(kind).observe(elapsed / n)
         now = time.time()
-        to_decision = metrics.EVENT_TO_DECISION.labels(kind)
-        for verdict in verdicts:
-            to_decision.observe(max(0.0, now - verdict.scored.event_time.timestamp()))
+        scored = [verdict.scored for verdict in verdicts]
+        metrics.observe_many(
+            metrics.EVENT_TO_DECISION.labels(kind),
+            [max(0.0, now - s.event_time.timestamp()) for s in scored],
+        )
+        metrics.observe_many(metrics.SCORE.labels(kind, "online"), [s.online_score for s in scored])
+        metrics.observe_many(metrics.SCORE.labels(kind, "hybrid"), [s.score for s in scored])
+        batch = [s.batch_score for s in scored if s.batch_score is not None]
+        if batch:
+            metrics.observe_many(metrics.SCORE.labels(kind, "batch"), batch)
 
     # ------------------------------------------------------------------ labels
 
@@ -343,12 +371,14 @@ class StreamWorker:
             labels = [item for item in labels if item[0] > self.label_offset]
             if not labels:
                 return counts
-            outcome_counts, learned_ids, outcomes = await self._learn_batch(labels)
+            outcome_counts, learned, outcomes = await self._learn_batch(labels)
+            learned_ids = [label.event_id for label, _ in learned]
             if await self._checkpoint(labels[-1][0], learned_ids):
                 await outcomes.execute()
                 for (kind, outcome), n in outcome_counts.items():
                     counts[outcome] += n
                     metrics.LABELS.labels(kind, outcome).inc(n)
+                self._observe_labels(learned)
                 return counts
             # Another learner saved first; this worker now holds its checkpoint: learn the
             # batch again on top of it (labels it learned already are duplicates now).
@@ -356,14 +386,15 @@ class StreamWorker:
 
     async def _learn_batch(
         self, labels: Sequence[tuple[int, Label, bytes]]
-    ) -> tuple[Counter[tuple[str, str]], list[str], Any]:
+    ) -> tuple[Counter[tuple[str, str]], list[tuple[Label, dict[str, Any]]], Any]:
         """Learn what ``labels`` teach into the in-memory models; return the counts by
-        (kind, outcome), the ids learned, and the label-outcome writes to run once saved."""
+        (kind, outcome), the labels learned with their served records, and the
+        label-outcome writes to run once saved."""
         ids = [label.event_id for _, label, _ in labels]
         served_raw = await self._redis.mget([self.keys.served(eid) for eid in ids])
         done_raw = await self._redis.mget([self.keys.labelled(eid) for eid in ids])
         counts: Counter[tuple[str, str]] = Counter()
-        learned_ids: list[str] = []
+        learned: list[tuple[Label, dict[str, Any]]] = []
         seen: set[str] = set()
         early: list[tuple[Label, bytes]] = []
         outcomes = self._redis.pipeline(transaction=False)
@@ -373,16 +404,14 @@ class StreamWorker:
             elif served is None:
                 early.append((label, raw))
             else:
-                self._learn(label, served, outcomes, counts)
-                learned_ids.append(label.event_id)
+                learned.append((label, self._learn(label, served, outcomes, counts)))
             seen.add(label.event_id)
         for label, served in await self._park(early):
             if served is None:
                 counts[label.kind, "waiting"] += 1
             else:  # its event was scored while the label was being parked
-                self._learn(label, served, outcomes, counts)
-                learned_ids.append(label.event_id)
-        return counts, learned_ids, outcomes
+                learned.append((label, self._learn(label, served, outcomes, counts)))
+        return counts, learned, outcomes
 
     async def _park(self, early: list[tuple[Label, bytes]]) -> list[tuple[Label, bytes | None]]:
         """Park labels whose events are not scored yet; return each with its served features
@@ -400,9 +429,10 @@ class StreamWorker:
 
     def _learn(
         self, label: Label, served: bytes | str, outcomes: Any, counts: Counter[tuple[str, str]]
-    ) -> None:
-        """Learn one label from the features served for its event; record its outcome."""
-        record = orjson.loads(served)
+    ) -> dict[str, Any]:
+        """Learn one label from the features served for its event; record its outcome.
+        Return the served record."""
+        record: dict[str, Any] = orjson.loads(served)
         kind: EventKind = record["k"]
         self.models[kind].learn_one(record["f"], label.is_positive)
         counts[kind, "learned"] += 1
@@ -411,6 +441,45 @@ class StreamWorker:
         outcomes.zremrangebyscore(scope_key, "-inf", label.timestamp - F.OUTCOME_WINDOW_S)
         outcomes.zremrangebyrank(scope_key, 0, -(F.OUTCOME_CAP + 1))
         outcomes.delete(self.keys.waiting_label(label.event_id))
+        return record
+
+    def _observe_labels(self, learned: Sequence[tuple[Label, dict[str, Any]]]) -> None:
+        """Label delays and rolling quality of the labels just learned (and saved).
+
+        Records served before they held the event time and the scores count in
+        ``fraud_labels_total`` only."""
+        delays: dict[EventKind, list[float]] = {}
+        judged: set[EventKind] = set()
+        for label, record in learned:
+            kind: EventKind = record["k"]
+            event_time = record.get("t")
+            if event_time is not None:
+                delays.setdefault(kind, []).append(max(0.0, label.timestamp - event_time))
+            if "h" in record:
+                online = record["o"]
+                self.quality[kind].add(
+                    online,
+                    record["h"],
+                    online >= self._thresholds[kind].review,
+                    bool(record["a"]),
+                    label.is_positive,
+                )
+                judged.add(kind)
+        for kind, values in delays.items():
+            metrics.observe_many(metrics.LABEL_DELAY.labels(kind), values)
+        for kind in judged:
+            quality.publish(kind, self.quality[kind])
+
+    def on_assignment(self, topics: Collection[str]) -> None:
+        """Told which input topics this worker reads now (``stream.lag``'s timer): one that
+        no longer reads the labels topic drops its rolling quality, window and gauges, so
+        only the learner's figures are on ``/metrics``."""
+        if self.topics.labels in topics:
+            return
+        for kind in EVENT_KINDS:
+            if len(self.quality[kind]):
+                self.quality[kind].clear()
+                quality.forget(kind)
 
     async def _checkpoint(self, label_offset: int, learned_ids: list[str]) -> bool:
         """Save the models; on a conflict load the newer checkpoint and return False."""
