@@ -45,20 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
     env_help = "environment (FRAUD_ prefix; flags win):\n" + Settings.describe()
     parser = argparse.ArgumentParser(
         prog="python -m batch",
-        description="The Parquet lake of scored events and labels (nightly retrain input).",
+        description="The nightly side: the Parquet lake of scored events and labels, the "
+        "batch retrain, rollback and its schedule.",
         epilog=env_help,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sink = commands.add_parser(
+    sink = arguments.subcommand(
+        commands,
         "sink",
+        epilog=env_help,
         help="consume the scored and labels topics into the lake",
         description="Write every scored event and label to Parquet under "
         "<lake>/{scored,labels}/date=YYYY-MM-DD/. Resumes where the lake ends: a restart "
         "writes no duplicates.",
-        epilog=env_help,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sink.add_argument(
         "--once",
@@ -88,13 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for Kafka before giving up (default %(default)s)",
     )
 
-    comp = commands.add_parser(
+    comp = arguments.subcommand(
+        commands,
         "compact",
+        epilog=env_help,
         help="merge the small files of each date partition",
         description="Merge the files of each date and Kafka partition into one file; safe "
         "to run beside the sink, and to interrupt.",
-        epilog=env_help,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     comp.add_argument("--lake-dir", help="lake directory (default FRAUD_LAKE_DIR or 'lake')")
     _add_retrain(commands, env_help)
@@ -113,8 +114,10 @@ def _kinds(text: str) -> tuple[EventKind, ...]:
 
 
 def _add_retrain(commands: Any, env_help: str) -> None:
-    p = commands.add_parser(
+    p = arguments.subcommand(
+        commands,
         "retrain",
+        epilog=env_help,
         help="train, evaluate and (if better) publish a batch model",
         description="Read the lake (labels known at the cut-off only), split by time, fit "
         "(HistGradientBoosting for transactions, TF-IDF + logistic regression for emails), "
@@ -122,8 +125,6 @@ def _add_retrain(commands: Any, env_help: str) -> None:
         "production on the test window, and publish the signed model only if it beats "
         "production by FRAUD_PROMOTION_MARGIN. A report is written for every run under "
         "<runs-dir>/<kind>/<version>/. Exit 3 when the gate kept production.",
-        epilog=env_help,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--kind", type=_kinds, default=EVENT_KINDS, help="transaction, email or both")
     p.add_argument(
@@ -164,39 +165,39 @@ def _add_retrain(commands: Any, env_help: str) -> None:
 
 
 def _add_rollback(commands: Any, env_help: str) -> None:
-    p = commands.add_parser(
+    p = arguments.subcommand(
+        commands,
         "rollback",
+        epilog=env_help,
         help="put the previous batch model back into production",
         description="Swap the current pointer back to the version that was current before "
         "(atomically), and announce it on the model-updates topic.",
-        epilog=env_help,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--kind", type=_kinds, required=True, help="transaction, email or both")
     p.add_argument("--no-announce", action="store_true", help="do not publish to Kafka")
 
 
 def _add_schedule(commands: Any, env_help: str) -> None:
-    p = commands.add_parser(
+    p = arguments.subcommand(
+        commands,
         "schedule",
+        epilog=env_help,
         help="retrain every night at FRAUD_RETRAIN_AT (UTC)",
         description="Sleep until the next FRAUD_RETRAIN_AT (UTC), retrain both kinds, repeat. "
         "A failed run is logged and the next night runs again. Stops on SIGTERM.",
-        epilog=env_help,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--at", help="HH:MM UTC (default FRAUD_RETRAIN_AT)")
     p.add_argument("--now", action="store_true", help="also run once right away")
 
 
 def _add_synthesize(commands: Any, env_help: str) -> None:
-    p = commands.add_parser(
+    p = arguments.subcommand(
+        commands,
         "synthesize",
+        epilog=env_help,
         help="fill a lake with generated, scored and labelled history",
         description="Generate events with the producers' simulators, score them with the "
         "worker's code (as the backtest does) and write them and their labels to the lake.",
-        epilog=env_help,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--kind", type=_kinds, default=EVENT_KINDS, help="transaction, email or both")
     p.add_argument("--count", type=_positive_int, required=True, help="events per kind")

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -45,14 +46,24 @@ class Split:
     valid: pl.DataFrame
     test: pl.DataFrame
 
-    def describe(self) -> str:
-        parts = []
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Per window: events, positives, first and last event time (for the report)."""
+        out = {}
         for name in ("train", "valid", "test"):
             frame: pl.DataFrame = getattr(self, name)
-            positives = int(frame["is_positive"].sum())
-            start, end = frame["event_time"].min(), frame["event_time"].max()
-            parts.append(f"{name} {frame.height} ({positives} positive) {start!s} .. {end!s}")
-        return "; ".join(parts)
+            out[name] = {
+                "events": frame.height,
+                "positives": int(frame["is_positive"].sum()),
+                "from": str(frame["event_time"].min()),
+                "until": str(frame["event_time"].max()),
+            }
+        return out
+
+    def describe(self) -> str:
+        return "; ".join(
+            f"{name} {w['events']} ({w['positives']} positive) {w['from']} .. {w['until']}"
+            for name, w in self.summary().items()
+        )
 
 
 def scored_before(

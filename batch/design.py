@@ -13,38 +13,103 @@ disagree on a column's position.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 import orjson
 import polars as pl
 import scipy.sparse as sp
 
+from models import weights
 from models.features import EXTRA_FEATURE_PREFIX, dense_feature_names
 from models.names import EventKind
 from models.text import TEXT_FEATURE_PREFIX, TOKEN_BUCKETS
 
+FloatArray = npt.NDArray[np.float64]
 SAMPLE_FOR_EXTRAS = 10_000
+CONSTANT_STD = 1e-9
+"""A column whose std is this small relative to its mean is constant (an empty profile all
+through training can come out with a std of 1e-18 from rounding; dividing by it would blow
+up any later value)."""
 
 
-def served_names(frame: pl.DataFrame, kind: EventKind) -> list[str]:
-    """The served feature names a model of ``kind`` takes from ``frame``'s ``features``.
+class Inputs:
+    """The input of one kind's batch model: its column names, its matrix from lake rows, and
+    (for the linear email model) the scaling fitted on the training rows.
 
-    Transactions: the fixed dense names plus the ``extra_*`` names found in (a sample of)
-    the rows. Emails: the dense names plus every possible text bucket, so a token first seen
-    tomorrow still has its column.
+    Columns: the numeric ones first (served dense features, ``extra_*`` of a replayed
+    dataset, then the frame's profile columns), then for emails every possible hashed
+    ``tok_*`` bucket, so a token first seen tomorrow still has its column.
     """
-    names = list(dense_feature_names(kind))
-    if kind == "email":
-        return names + [f"{TEXT_FEATURE_PREFIX}{b}" for b in range(TOKEN_BUCKETS)]
-    extras: set[str] = set()
-    for raw in frame["features"].head(SAMPLE_FOR_EXTRAS):
-        extras.update(k for k in orjson.loads(raw) if k.startswith(EXTRA_FEATURE_PREFIX))
-    return names + sorted(extras)
+
+    def __init__(self, kind: EventKind, frame: pl.DataFrame, profiles: list[str]) -> None:
+        self.kind = kind
+        self.served = list(dense_feature_names(kind))
+        if kind == "transaction":
+            extras: set[str] = set()
+            for raw in frame["features"].head(SAMPLE_FOR_EXTRAS):
+                extras.update(k for k in orjson.loads(raw) if k.startswith(EXTRA_FEATURE_PREFIX))
+            self.served += sorted(extras)
+        self.profiles = profiles
+        self.text = (
+            [f"{TEXT_FEATURE_PREFIX}{b}" for b in range(TOKEN_BUCKETS)] if kind == "email" else []
+        )
+        self.names = self.served + profiles + self.text
+        self._numeric = len(self.served) + len(profiles)
+        self._mean: FloatArray | None = None
+        self._scale: FloatArray | None = None
+        self._idf: FloatArray | None = None
+
+    def matrix(self, frame: pl.DataFrame) -> Any:
+        """Rows x names: dense (NaN where absent) for trees, CSR (0 where absent) with text."""
+        numeric = dense_matrix(frame, self.served, self.profiles)
+        if not self.text:
+            return numeric
+        tokens = _token_matrix(frame, {name: i for i, name in enumerate(self.text)})
+        return sp.hstack([sp.csr_matrix(np.nan_to_num(numeric)), tokens], format="csr")
+
+    def fit_transform(self, X: Any) -> Any:
+        """Fit the linear model's scaling on training rows (TF-IDF weights for the tokens,
+        standardisation for the numeric columns) and apply it; trees take ``X`` as it is."""
+        if not self.text:
+            return X
+        k = self._numeric
+        numeric = X[:, :k].toarray()
+        mean, std = numeric.mean(axis=0), numeric.std(axis=0)
+        self._mean = mean
+        self._scale = np.where(std <= CONSTANT_STD * np.maximum(1.0, np.abs(mean)), 1.0, std)
+        df = np.asarray((X[:, k:] != 0).sum(axis=0)).ravel()
+        self._idf = np.log((1 + X.shape[0]) / (1 + df)) + 1.0
+        return self.transform(X)
+
+    def transform(self, X: Any) -> Any:
+        if not self.text:
+            return X
+        assert self._mean is not None and self._scale is not None and self._idf is not None
+        k = self._numeric
+        numeric = (X[:, :k].toarray() - self._mean) / self._scale
+        return sp.hstack([sp.csr_matrix(numeric), X[:, k:] @ sp.diags(self._idf)], format="csr")
+
+    def export(self, estimator: Any) -> weights.Trees | weights.Linear:
+        """The fitted estimator as data that takes raw (untransformed) feature values."""
+        if not self.text:
+            return weights.trees_from_sklearn(estimator, self.names)
+        assert self._mean is not None and self._scale is not None and self._idf is not None
+        k = self._numeric
+        coef = np.asarray(estimator.coef_, dtype=np.float64)[0]
+        return weights.Linear(
+            weights={n: float(w) for n, w in zip(self.names, coef, strict=True) if w != 0.0},
+            intercept=float(estimator.intercept_[0]),
+            scaling={
+                n: weights.Scale(mean=float(m), scale=float(sc))
+                for n, m, sc in zip(self.names[:k], self._mean, self._scale, strict=True)
+            },
+            idf={n: float(i) for n, i in zip(self.text, self._idf, strict=True)},
+        )
 
 
-def dense_matrix(
-    frame: pl.DataFrame, served: list[str], columns: list[str]
-) -> npt.NDArray[np.float64]:
+def dense_matrix(frame: pl.DataFrame, served: list[str], columns: list[str]) -> FloatArray:
     """Rows x (``served`` + ``columns``): served features decoded from JSON (NaN when
     absent), then the frame's own columns (the profiles)."""
     dtype = pl.Struct({name: pl.Float64 for name in served})
@@ -56,9 +121,8 @@ def dense_matrix(
     return np.where(np.isfinite(matrix), matrix, np.nan)
 
 
-def sparse_matrix(frame: pl.DataFrame, served: list[str], columns: list[str]) -> sp.csr_matrix:
-    """Rows x (``served`` + ``columns``) as CSR: absent features are 0."""
-    index = {name: i for i, name in enumerate(served)}
+def _token_matrix(frame: pl.DataFrame, index: dict[str, int]) -> sp.csr_matrix:
+    """Rows x text buckets as CSR, from each row's served ``tok_*`` features."""
     indptr = [0]
     indices: list[int] = []
     data: list[float] = []
@@ -69,14 +133,10 @@ def sparse_matrix(frame: pl.DataFrame, served: list[str], columns: list[str]) ->
                 indices.append(i)
                 data.append(value)
         indptr.append(len(indices))
-    served_part = sp.csr_matrix(
+    return sp.csr_matrix(
         (np.asarray(data, dtype=np.float64), np.asarray(indices, dtype=np.int64), indptr),
-        shape=(frame.height, len(served)),
+        shape=(frame.height, len(index)),
     )
-    if not columns:
-        return served_part
-    extra = sp.csr_matrix(frame.select(columns).fill_null(0.0).to_numpy().astype(np.float64))
-    return sp.hstack([served_part, extra], format="csr")
 
 
 def feature_rows(frame: pl.DataFrame) -> list[dict[str, float]]:

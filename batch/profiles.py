@@ -13,15 +13,16 @@ How they reach the live scorer: the tables as of the model's cut-off travel insi
 model payload (``models.weights.Lookup``) and the worker looks each event's entity and scope
 up. That is a snapshot that ages until the next retrain, so training must see snapshots of the
 same kind: every training event gets the profile as of the start of its ``period`` (one day
-by default, the retrain cadence), built only from what was known then. One helper,
-:func:`_window_sums`, computes both the point-in-time values and the published snapshot.
+by default, the retrain cadence), built only from what was known then. Both use the same
+window rule (``[instant - window, instant)``, labels by arrival) and the same profile
+expressions; a unit test checks that a snapshot equals the training values at its instant.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
@@ -30,6 +31,7 @@ from models.names import EventKind
 
 DEFAULT_PERIOD_S = DAY_S
 US = 1_000_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,9 @@ def _entity_profile(
     return out
 
 
-def _scope_profile(n: pl.Expr, pos: pl.Expr, labels: pl.Expr, spec: ProfileSpec) -> list[pl.Expr]:
+def _scope_profile(
+    n: pl.Expr, pos: pl.Expr, labels: pl.Expr, *, spec: ProfileSpec
+) -> list[pl.Expr]:
     names = spec.scope_features()
     rate = (pos + OUTCOME_PRIOR_RATE * OUTCOME_PRIOR_WEIGHT) / (labels + OUTCOME_PRIOR_WEIGHT)
     return [
@@ -216,7 +220,9 @@ def point_in_time(
             int(days * DAY_S * US) // period_us,
             ["n", "s", "ss"],
         ).select(
-            "entity_id", "q", *_entity_profile(pl.col("n"), pl.col("s"), pl.col("ss"), spec, days)
+            "entity_id",
+            "q",
+            *_entity_profile(pl.col("n"), pl.col("s"), pl.col("ss"), spec=spec, days=days),
         )
         out = out.join(sums, on=["entity_id", "q"], how="left", maintain_order="left")
     sums = _window_sums(
@@ -225,7 +231,9 @@ def point_in_time(
         "scope_id",
         int(spec.scope_window_days * DAY_S * US) // period_us,
         ["n", "pos", "labels"],
-    ).select("scope_id", "q", *_scope_profile(pl.col("n"), pl.col("pos"), pl.col("labels"), spec))
+    ).select(
+        "scope_id", "q", *_scope_profile(pl.col("n"), pl.col("pos"), pl.col("labels"), spec=spec)
+    )
     out = out.join(sums, on=["scope_id", "q"], how="left", maintain_order="left")
     return out.drop("q").collect()
 
@@ -235,57 +243,58 @@ def snapshot(
 ) -> Snapshot:
     """The profile tables as of ``at``: what the scorer looks up until the next retrain.
 
-    Computed by :func:`point_in_time`'s own window sums with one period that ends at ``at``,
-    so the served numbers are the training numbers of an event at that instant.
+    The same windows as :func:`point_in_time` (``[at - window, at)``, labels by arrival) and
+    the same profile expressions, for one instant: the served numbers are the training
+    numbers of an event at that instant (a unit test holds the two together).
     """
-    at_us = int(at.timestamp() * US)
-    # One bucket per microsecond would be exact but huge; instead shift time so that ``at``
-    # is a bucket boundary of a one-second period (every window is whole seconds).
-    period_us = US
-    shifted_scored = scored.with_columns(
-        (pl.col("event_time") + pl.duration(microseconds=US - at_us % US)).alias("event_time")
-    )
-    shifted_labels = labels.with_columns(
-        (pl.col("label_time") + pl.duration(microseconds=US - at_us % US)).alias("label_time")
-    )
-    q = (at_us + US - at_us % US) // period_us
-    entity, scope = _buckets(shifted_scored, shifted_labels, spec, period_us)
-    entities = _events(scored, spec).select("entity_id").unique().with_columns(pl.lit(q).alias("q"))
-    scopes = _events(scored, spec).select("scope_id").unique().with_columns(pl.lit(q).alias("q"))
-    table = entities
+    at_us = (at - EPOCH) // timedelta(microseconds=1)
+    events = _events(scored, spec)
+
+    def within(column: pl.Expr, days: int) -> pl.Expr:
+        return (column >= at_us - days * int(DAY_S) * US) & (column < at_us)
+
+    entity = events.select("entity_id").unique()
     for days in spec.entity_windows_days:
-        sums = _window_sums(entity, entities, "entity_id", int(days * DAY_S), ["n", "s", "ss"])
-        table = table.join(
-            sums.select(
-                "entity_id",
-                "q",
-                *_entity_profile(pl.col("n"), pl.col("s"), pl.col("ss"), spec, days),
-            ),
-            on=["entity_id", "q"],
-            how="left",
+        sums = (
+            events.filter(within(pl.col("t"), days))
+            .group_by("entity_id")
+            .agg(
+                pl.len().alias("n"),
+                pl.col("v").sum().alias("s"),
+                (pl.col("v") ** 2).sum().alias("ss"),
+            )
         )
-    scope_table = scopes.join(
-        _window_sums(
-            scope, scopes, "scope_id", int(spec.scope_window_days * DAY_S), ["n", "pos", "labels"]
-        ).select(
-            "scope_id", "q", *_scope_profile(pl.col("n"), pl.col("pos"), pl.col("labels"), spec)
-        ),
-        on=["scope_id", "q"],
-        how="left",
+        entity = (
+            entity.join(sums, on="entity_id", how="left")
+            .with_columns(pl.col("n", "s", "ss").fill_null(0))
+            .select(
+                pl.exclude("n", "s", "ss"),
+                *_entity_profile(pl.col("n"), pl.col("s"), pl.col("ss"), spec=spec, days=days),
+            )
+        )
+    days = spec.scope_window_days
+    counts = events.filter(within(pl.col("t"), days)).group_by("scope_id").agg(pl.len().alias("n"))
+    arrived = (
+        labels.filter(within(pl.col("label_time").dt.epoch("us"), days))
+        .join(events.select("event_id", "scope_id"), on="event_id", how="inner")
+        .group_by("scope_id")
+        .agg(pl.col("is_positive").sum().alias("pos"), pl.len().alias("labels"))
     )
-    ent = table.filter(pl.col(spec.entity_features()[0]) > 0).collect()
-    sco = scope_table.filter(
-        pl.col(spec.scope_features()[0]) + pl.col(spec.scope_features()[2]) > 0
-    ).collect()
+    scope = (
+        counts.join(arrived, on="scope_id", how="full", coalesce=True)
+        .with_columns(pl.col("n", "pos", "labels").fill_null(0))
+        .select(
+            "scope_id",
+            *_scope_profile(pl.col("n"), pl.col("pos"), pl.col("labels"), spec=spec),
+        )
+    )
+    # An entity with no event in the longest window has the default (zero) row: leave it out.
+    longest = f"profile_{spec.entity_name}_count_{max(spec.entity_windows_days)}d"
+    ent = entity.filter(pl.col(longest) > 0).collect()
+    sco = scope.collect()
     return Snapshot(
         entity_features=spec.entity_features(),
-        entity_rows={
-            row[0]: list(row[1:])
-            for row in ent.select("entity_id", *spec.entity_features()).iter_rows()
-        },
+        entity_rows={row[0]: list(row[1:]) for row in ent.iter_rows()},
         scope_features=spec.scope_features(),
-        scope_rows={
-            row[0]: list(row[1:])
-            for row in sco.select("scope_id", *spec.scope_features()).iter_rows()
-        },
+        scope_rows={row[0]: list(row[1:]) for row in sco.iter_rows()},
     )

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import numpy as np
 
-from models import evaluation, weights
+from models import plots, weights
 
 if TYPE_CHECKING:
     from batch.retrain import Outcome, ScoreColumns
@@ -52,31 +52,12 @@ def write_report(
         plt.close(fig)
         written.append(path)
 
-    for name, xlabel, ylabel in (
-        ("pr", "recall", "precision"),
-        ("roc", "false positive rate", "true positive rate"),
-    ):
-        fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=100)
-        for scorer, s in columns.scores.items():
-            if not (y.any() and (~y).any()):
-                continue
-            c = evaluation.curve(y, s)
-            m = outcome.metrics["scores"][scorer]
-            if name == "pr":
-                recall, precision = evaluation.pr_points(c)
-                label = f"{LABELS[scorer]} (AP {m['average_precision']:.3f})"
-                ax.step(recall, precision, where="post", label=label)
-            else:
-                fpr, tpr = evaluation.roc_points(c)
-                ax.plot(fpr, tpr, label=f"{LABELS[scorer]} (AUC {m['roc_auc']:.3f})")
-        if name == "roc":
-            ax.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=1)
-        else:
-            ax.axhline(float(y.mean()), linestyle=":", color="grey", linewidth=1, label="base rate")
-        ax.set(xlabel=xlabel, ylabel=ylabel, xlim=(0, 1), ylim=(0, 1.02))
-        ax.set_title(f"{name.upper()} on the test window: {outcome.kind}s")
-        ax.legend(loc="best", fontsize="small")
-        save(fig, f"{name}.png")
+    written += plots.save_pr_roc(
+        out,
+        y,
+        {LABELS[name]: s for name, s in columns.scores.items()},
+        f"{outcome.kind}s, test window",
+    )
 
     at = outcome.metrics["scores"]["new_hybrid"]["at_threshold"]
     fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=100)
@@ -167,7 +148,7 @@ def _markdown(outcome: Outcome, model: weights.BatchModel, importances: dict[str
             f"{_fmt(topk['value']) + ' (k=' + str(topk['k']) + ')' if topk else 'n/a'} |"
         )
     costs = m["costs"]
-    blend = m["blend"]
+    blend = card.hybrid
     lines += [
         "",
         *[f"> {note}" for note in m["notes"]],
@@ -178,9 +159,9 @@ def _markdown(outcome: Outcome, model: weights.BatchModel, importances: dict[str
         f"{costs['review']}, false block {costs['false_block']}) on the validation window: "
         f"review at {card.review_threshold:.4f}, block at {card.block_threshold:.4f} "
         f"(validation cost {m['valid_cost']:,.0f})",
-        f"- hybrid = sigmoid({blend['online']:.3f} x logit(online) + {blend['batch']:.3f} x "
-        f"logit(batch) + {blend['bias']:.3f}), fitted on validation",
-        f"- Platt calibration a={m['calibration']['a']:.4f}, b={m['calibration']['b']:.4f}",
+        f"- hybrid = sigmoid({blend.online_weight:.3f} x logit(online) + "
+        f"{blend.batch_weight:.3f} x logit(batch) + {blend.bias:.3f}), fitted on validation",
+        f"- Platt calibration a={model.calibration.a:.4f}, b={model.calibration.b:.4f}",
         f"- batch-only profiles shipped with the model: {m['lookup_rows']['entity']:,} "
         f"entities, {m['lookup_rows']['scope']:,} scopes",
         f"- chosen hyperparameters: {m['params']}",

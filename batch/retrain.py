@@ -21,7 +21,6 @@ Stages, each announced on the progress stream:
 
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,11 +28,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 import redis
-import scipy.sparse as sp
+from scipy.special import expit
 
 from batch import design, train
 from batch.dataset import (
@@ -50,7 +50,6 @@ from models.batch_registry import BatchModelRegistry
 from models.features import FEATURE_SET_VERSIONS
 from models.names import EventKind, RedisKeys
 from models.settings import Settings
-from models.text import is_text_feature
 
 FloatArray = npt.NDArray[np.float64]
 TOP_K_PER_DAY = 50
@@ -137,9 +136,7 @@ def run(
     )
     log(f"[{kind}] {split.describe()}")
 
-    served = design.served_names(split.train, kind)
-    profile_columns = spec.feature_names()
-    inputs = _Inputs(kind, served, profile_columns)
+    inputs = design.Inputs(kind, split.train, spec.feature_names())
     fit_on = sample_negatives(split.train, options.max_train_rows, options.seed)
     if fit_on.height < split.train.height:
         log(
@@ -163,11 +160,11 @@ def run(
     )
     stage("fit")
 
-    a, b = train.fit_platt(tuned.valid_raw, y_valid)
-    batch_valid = train.sigmoid(a * tuned.valid_raw + b)
+    calibration = train.fit_platt(tuned.valid_raw, y_valid)
+    batch_valid = expit(calibration.a * tuned.valid_raw + calibration.b)
     online_valid = split.valid["online_score"].to_numpy()
     blend = train.fit_blend(online_valid, batch_valid, y_valid)
-    hybrid_valid = train.blend(blend, online_valid, batch_valid)
+    hybrid_valid = weights.blend_array(blend, online_valid, batch_valid)
     costs = train.Costs(settings.cost_missed, settings.cost_review, settings.cost_false_block)
     review_t, block_t, valid_cost = train.choose_thresholds(y_valid, hybrid_valid, costs)
     log(f"[{kind}] thresholds from costs: review {review_t:.4f}, block {block_t:.4f}")
@@ -183,14 +180,14 @@ def run(
             feature_names=inputs.names,
             created_at=now,
             trained_until=options.cutoff,
-            library_versions=_library_versions(),
+            library_versions=weights.library_versions("numpy", "scikit-learn", "polars"),
             metrics={},
             review_threshold=review_t,
             block_threshold=block_t,
-            hybrid=weights.Blend(online_weight=blend[0], batch_weight=blend[1], bias=blend[2]),
+            hybrid=blend,
         ),
         inputs.export(tuned.estimator),
-        weights.Calibration(a=a, b=b),
+        calibration,
         [
             weights.Lookup(
                 key="entity_id",
@@ -225,9 +222,8 @@ def run(
             "costs": costs.__dict__,
             "trials": tuned.trials,
             "params": tuned.params,
-            "split": _split_summary(split),
-            "blend": {"online": blend[0], "batch": blend[1], "bias": blend[2]},
-            "calibration": {"a": a, "b": b},
+            "split": split.summary(),
+            "calibration": msgspec.to_builtins(calibration),
             "lookup_rows": {"entity": len(snap.entity_rows), "scope": len(snap.scope_rows)},
         },
     )
@@ -281,77 +277,6 @@ def _signing_key(settings: Settings) -> bytes:
 
 def _labels(frame: pl.DataFrame) -> npt.NDArray[np.bool_]:
     return frame["is_positive"].to_numpy().astype(bool)
-
-
-class _Inputs:
-    """The model input of one kind: names, matrix and the transform fitted on train."""
-
-    def __init__(self, kind: EventKind, served: list[str], profiles: list[str]) -> None:
-        self.kind = kind
-        self.served = served
-        self.profiles = profiles
-        self.names = served + profiles
-        self._idf: FloatArray | None = None
-        self._mean: FloatArray | None = None
-        self._scale: FloatArray | None = None
-
-    def matrix(self, frame: pl.DataFrame) -> Any:
-        if self.kind == "transaction":
-            return design.dense_matrix(frame, self.served, self.profiles)
-        return design.sparse_matrix(frame, self.served, self.profiles)
-
-    @property
-    def _text(self) -> npt.NDArray[np.bool_]:
-        return np.array([is_text_feature(n) for n in self.names])
-
-    def fit_transform(self, X: Any) -> Any:
-        if self.kind == "transaction":
-            return X
-        # TF-IDF weights for the hashed tokens; standardisation for every other column.
-        n = X.shape[0]
-        df = np.asarray((X != 0).sum(axis=0)).ravel()
-        text = self._text
-        self._idf = np.where(text, np.log((1 + n) / (1 + df)) + 1.0, 1.0)
-        dense = X[:, ~text].toarray()
-        mean = np.zeros(len(self.names))
-        scale = np.ones(len(self.names))
-        mean[~text] = dense.mean(axis=0)
-        std = dense.std(axis=0)
-        # A constant column (e.g. a profile that is empty all through training) can come out
-        # with a std of 1e-18 from rounding: dividing by that would blow up any later value.
-        constant = std <= 1e-9 * np.maximum(1.0, np.abs(mean[~text]))
-        scale[~text] = np.where(constant, 1.0, std)
-        self._mean, self._scale = mean, scale
-        return self.transform(X)
-
-    def transform(self, X: Any) -> Any:
-        if self.kind == "transaction":
-            return X
-        assert self._idf is not None and self._mean is not None and self._scale is not None
-        text = self._text
-        tokens = X[:, text] @ sp.diags(self._idf[text])
-        dense = (X[:, ~text].toarray() - self._mean[~text]) / self._scale[~text]
-        out = sp.hstack([tokens, sp.csr_matrix(dense)], format="csr")
-        order = np.concatenate([np.flatnonzero(text), np.flatnonzero(~text)])
-        return out[:, np.argsort(order)]
-
-    def export(self, estimator: Any) -> weights.Trees | weights.Linear:
-        """The fitted estimator as data, for raw (untransformed) inputs."""
-        if self.kind == "transaction":
-            return weights.trees_from_sklearn(estimator, self.names)
-        assert self._idf is not None and self._mean is not None and self._scale is not None
-        coef = np.asarray(estimator.coef_, dtype=np.float64)[0]
-        text = self._text
-        return weights.Linear(
-            weights={n: float(w) for n, w in zip(self.names, coef, strict=True) if w != 0.0},
-            intercept=float(estimator.intercept_[0]),
-            scaling={
-                n: weights.Scale(mean=float(m), scale=float(sc))
-                for n, m, sc, t in zip(self.names, self._mean, self._scale, text, strict=True)
-                if not t
-            },
-            idf={n: float(i) for n, i, t in zip(self.names, self._idf, text, strict=True) if t},
-        )
 
 
 def _production(
@@ -444,14 +369,15 @@ def _evaluate(
 
 
 def _importances(
-    inputs: _Inputs, tuned: train.Tuned, X_test: Any, y_test: npt.NDArray[np.bool_], seed: int
+    inputs: design.Inputs, tuned: train.Tuned, X_test: Any, y_test: npt.NDArray[np.bool_], seed: int
 ) -> dict[str, float]:
     """Which features the new model leans on.
 
     Trees: permutation importance (the drop in average precision when a column is shuffled)
     on at most 5,000 test rows, every positive among them; it predicts the rows again for
-    every column and repeat, which on 20,000 rows took two minutes. Linear: the absolute
-    weight times the spread of its (transformed) column on the test window."""
+    every column and repeat (with 20,000 rows the report stage took two minutes; see
+    docs/benchmarks.md). Linear: the absolute weight times the spread of its (transformed)
+    column on the test window."""
     if inputs.kind == "transaction":
         from sklearn.inspection import permutation_importance
 
@@ -512,27 +438,3 @@ def _card_metrics(metrics: dict[str, Any]) -> dict[str, float]:
             if value is not None and np.isfinite(value):
                 out[f"{name}_{key}"] = float(value)
     return out
-
-
-def _split_summary(split: Split) -> dict[str, Any]:
-    out = {}
-    for name in ("train", "valid", "test"):
-        frame: pl.DataFrame = getattr(split, name)
-        out[name] = {
-            "events": frame.height,
-            "positives": int(frame["is_positive"].sum()),
-            "from": str(frame["event_time"].min()),
-            "until": str(frame["event_time"].max()),
-        }
-    return out
-
-
-def _library_versions() -> dict[str, str]:
-    import sklearn
-
-    return {
-        "python": platform.python_version(),
-        "scikit-learn": sklearn.__version__,
-        "polars": pl.__version__,
-        "numpy": np.__version__,
-    }

@@ -25,11 +25,10 @@ import numpy.typing as npt
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
-from models import evaluation
+from models import evaluation, weights
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
-EPS = 1e-6
 
 TREE_GRID: tuple[dict[str, Any], ...] = (
     {"learning_rate": 0.1, "max_leaf_nodes": 31, "min_samples_leaf": 20, "l2_regularization": 0.0},
@@ -61,11 +60,6 @@ class Tuned:
     params: dict[str, Any]
     valid_raw: FloatArray
     trials: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _logit(p: FloatArray) -> FloatArray:
-    q = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
-    return np.log(q / (1 - q))
 
 
 def positive_weight(y: BoolArray) -> float:
@@ -134,32 +128,27 @@ def _raw(estimator: Any, X: Any) -> FloatArray:
     return np.asarray(estimator.decision_function(X), dtype=np.float64)
 
 
-def fit_platt(raw: FloatArray, y: BoolArray) -> tuple[float, float]:
+def fit_platt(raw: FloatArray, y: BoolArray) -> weights.Calibration:
     """Platt scaling: ``p = sigmoid(a * raw + b)`` fitted on held-out rows."""
     lr = LogisticRegression(C=1e4, max_iter=1000)
     lr.fit(raw.reshape(-1, 1), y)
-    return float(lr.coef_[0, 0]), float(lr.intercept_[0])
+    return weights.Calibration(a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
 
 
-def sigmoid(z: FloatArray) -> FloatArray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
-
-
-def fit_blend(online: FloatArray, batch: FloatArray, y: BoolArray) -> tuple[float, float, float]:
-    """(online weight, batch weight, bias) of the hybrid score on the two logits.
+def fit_blend(online: FloatArray, batch: FloatArray, y: BoolArray) -> weights.Blend:
+    """The hybrid score's weights on the two logits (``models.weights.blend_array``).
 
     Learned on the validation window; mildly regularised, so that when the online score
     adds nothing it gets a weight near zero rather than noise.
     """
-    X = np.column_stack([_logit(online), _logit(batch)])
+    X = np.column_stack([weights.logit_array(online), weights.logit_array(batch)])
     lr = LogisticRegression(C=1.0, max_iter=1000)
     lr.fit(X, y)
-    return float(lr.coef_[0, 0]), float(lr.coef_[0, 1]), float(lr.intercept_[0])
-
-
-def blend(weights: tuple[float, float, float], online: FloatArray, batch: FloatArray) -> FloatArray:
-    w_online, w_batch, bias = weights
-    return sigmoid(w_online * _logit(online) + w_batch * _logit(batch) + bias)
+    return weights.Blend(
+        online_weight=float(lr.coef_[0, 0]),
+        batch_weight=float(lr.coef_[0, 1]),
+        bias=float(lr.intercept_[0]),
+    )
 
 
 def choose_thresholds(y: BoolArray, p: FloatArray, costs: Costs) -> tuple[float, float, float]:

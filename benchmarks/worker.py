@@ -215,34 +215,35 @@ def main(argv: list[str]) -> int:
                 services=svc.pids,
             )
         )
-        if not args.skip_floor:
-            plumbing_app = stack.FaustProcess(
-                "benchmarks.plumbing", "plumbing", settings, workdir, profile=args.profile
-            )
+        # The baselines run after the worker; each is listed above the runs before it.
+        baselines = (
+            (
+                "benchmarks.plumbing",
+                "plumbing",
+                "Faust alone: take_events, no work (plumbing)",
+                stack.plumbing_topic(settings.namespace),
+                True,
+            ),
+            (
+                "benchmarks.naive",
+                "floor",
+                "floor: per-event Faust agent (faust.Record)",
+                floor_topic,
+                False,
+            ),
+        )
+        for module, name, label, output, counted in () if args.skip_floor else baselines:
+            baseline = stack.FaustProcess(module, name, settings, workdir, profile=args.profile)
             runs.insert(
                 0,
                 run_process(
-                    plumbing_app,
-                    "Faust alone: take_events, no work (plumbing)",
-                    stack.plumbing_topic(settings.namespace),
+                    baseline,
+                    label,
+                    output,
                     args.count,
                     timeout_s=args.floor_timeout,
                     services=svc.pids,
-                    counted=True,
-                ),
-            )
-            floor = stack.FaustProcess(
-                "benchmarks.naive", "floor", settings, workdir, profile=args.profile
-            )
-            runs.insert(
-                0,
-                run_process(
-                    floor,
-                    "floor: per-event Faust agent (faust.Record)",
-                    floor_topic,
-                    args.count,
-                    timeout_s=args.floor_timeout,
-                    services=svc.pids,
+                    counted=counted,
                 ),
             )
 

@@ -4,28 +4,28 @@ Three rules, each one instant Prometheus query (``A``) and a threshold on it (``
 
 * **Alert-rate spike**: a kind's alerts per second over the last 10 minutes against its own
   rate over the day before. An attack (card testing, a spam campaign) or a broken model both
-  show up here first.
+  should show up here first.
 * **Quality drop**: the hybrid score's rolling average precision against its mean over the
   previous day. Labels arrive late, so this fires late: it confirms what drift suggested.
 * **Consumer lag**: messages the workers have not read yet; the workers are down, stalled or
   too few for the traffic.
 
-Rules are grouped in one rule group of the dashboards' folder; Grafana evaluates the group
-every minute (its default), and a rule fires once its condition held for ``for``.
+Rules are grouped in one rule group of the dashboards' folder. The rules set no evaluation
+interval (the group's is left to Grafana); a rule is meant to fire once its condition has held
+for ``for``. None of this was tried against a running Grafana: the tests check the rules'
+shape and PromQL, and provision them into an imitation server.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from dashboards import model_health, overview
 from dashboards.catalog import FOLDER_UID
 from dashboards.datasources import PROMETHEUS_REF, PROMETHEUS_UID
-from dashboards.promql import rate, summed
+from dashboards.panels import Json
+from dashboards.promql import rate, selector, summed
 from models.names import Metrics
-
-Json = dict[str, Any]
 
 RULE_GROUP = "fraudstream"
 EXPRESSIONS_UID = "__expr__"
@@ -39,6 +39,8 @@ QUALITY_DROP_RATIO = 0.8
 """Fire when average precision falls below this share of its previous day's mean."""
 LAG_MESSAGES = 10_000
 """Fire when the workers are this many messages behind on any topic."""
+
+_HYBRID_AP = selector(Metrics.AVERAGE_PRECISION, model_health.HYBRID)
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,8 @@ class Rule:
     description: str
     severity: str
     panel: tuple[str, str]
-    """The dashboard (uid) and panel (title) that show what the rule watches; Grafana links
-    the alert to it."""
+    """The dashboard (uid) and panel (title) that show what the rule watches, named in the
+    rule's ``__dashboardUid__`` and ``__panelId__`` annotations for Grafana to link to."""
     no_data: str = "OK"
     """Grafana's state when the query returns nothing: ``OK`` where silence is normal."""
 
@@ -85,9 +87,8 @@ RULES = (
         uid="fraudstream-quality-drop",
         title="Quality drop",
         expr=(
-            f'max by (kind) ({Metrics.AVERAGE_PRECISION}{{score="hybrid"}}) / clamp_min('
-            f'max by (kind) (avg_over_time({Metrics.AVERAGE_PRECISION}{{score="hybrid"}}'
-            "[1d] offset 1h)), 0.01)"
+            f"max by (kind) ({_HYBRID_AP}) / clamp_min("
+            f"max by (kind) (avg_over_time({_HYBRID_AP}[1d] offset 1h)), 0.01)"
         ),
         comparison="lt",
         threshold=QUALITY_DROP_RATIO,
@@ -184,7 +185,8 @@ def rule_json(rule: Rule, org_id: int) -> Json:
         "annotations": {
             "summary": rule.summary,
             "description": rule.description,
-            # Grafana takes both or neither.
+            # Both or neither: Grafana's rule validation rejects one alone (read in its source,
+            # not run; the tests' imitation server does the same).
             "__dashboardUid__": dashboard_uid,
             "__panelId__": str(panel_id(dashboard_uid, panel_title)),
         },

@@ -17,26 +17,17 @@ LIVE_ALERTS_UID = "fraudstream-live-alerts"
 
 def live_alerts(alerts_stream: str) -> Json:
     """One full-width table of the newest alerts of both kinds."""
+    table = alerts_table(
+        "Live alerts",
+        "Newest first; decision, scores, reasons and model version of each.",
+        stream_key=alerts_stream,
+        kind=None,
+    )
     return dashboard(
         LIVE_ALERTS_UID,
         "Fraudstream: live alerts",
         "The newest alerts, both kinds, from the workers' recent-alerts stream in Redis.",
-        [
-            (
-                24,
-                [
-                    (
-                        alerts_table(
-                            "Live alerts",
-                            "Newest first; decision, scores, reasons and model version of each.",
-                            stream_key=alerts_stream,
-                            kind=None,
-                        ),
-                        24,
-                    )
-                ],
-            )
-        ],
+        [(24, [(table, 24)])],
         refresh="5s",
         time_from="now-1h",
     )

@@ -54,17 +54,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    provision = commands.add_parser(
+    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        """A sub-command that shows the environment too and reports usage errors as its own."""
+        sub = arguments.subcommand(
+            commands, name, help=summary, description=description, epilog=env_help
+        )
+        sub.set_defaults(command_parser=sub)
+        return sub
+
+    provision = command(
         "provision",
-        help="create or update data sources, folder, dashboards and alert rules in Grafana",
-        description="Create or update, by uid, the Prometheus and Redis data sources, the "
+        "create or update data sources, folder, dashboards and alert rules in Grafana",
+        "Create or update, by uid, the Prometheus and Redis data sources, the "
         "Fraudstream folder, the dashboards and the alert rules. Idempotent: what already "
         "matches is left alone, and each object is reported created, updated, unchanged or "
         "skipped.",
-        epilog=env_help,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    provision.set_defaults(command_parser=provision)
     provision.add_argument("--grafana-url", metavar="URL", help="Grafana base URL (GRAFANA_URL)")
     provision.add_argument("--user", help="Grafana user (GRAFANA_USER)")
     provision.add_argument(
@@ -99,16 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="report what would change, write nothing"
     )
 
-    export = commands.add_parser(
+    export = command(
         "export",
-        help="write the dashboards' JSON files (file provisioning, screenshots)",
-        description="Write one <uid>.json per dashboard into DIR, in the format of Grafana's "
+        "write the dashboards' JSON files (file provisioning, screenshots)",
+        "Write one <uid>.json per dashboard into DIR, in the format of Grafana's "
         "dashboard file provisioning; they expect a Prometheus data source with uid "
         f"{datasources.PROMETHEUS_UID} (and a Redis one, {datasources.ALERTS_UID}).",
-        epilog=env_help,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    export.set_defaults(command_parser=export)
     export.add_argument("dir", metavar="DIR", help="directory to write (created if missing)")
     return parser
 

@@ -3,7 +3,7 @@
 Fixed uids make the dashboards portable: a panel names ``fraudstream-prometheus``, never a
 numeric id that differs from one Grafana to the next, and provisioning updates the data
 source in place when its URL changes. Secrets (a Redis password) travel only in
-``secureJsonData``, which Grafana stores encrypted and never returns.
+``secureJsonData``, which Grafana documents as stored encrypted and never returned.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ PROMETHEUS_UID = "fraudstream-prometheus"
 ALERTS_UID = "fraudstream-alerts"
 REDIS_PLUGIN = "redis-datasource"
 """Grafana's Redis data source plugin (by Redis Ltd.); the live alerts tables need it:
-``GF_PLUGINS_PREINSTALL=redis-datasource`` in Grafana's environment (Grafana 11.5 or
-later; ``GF_INSTALL_PLUGINS`` in older images)."""
+``GF_PLUGINS_PREINSTALL=redis-datasource`` in Grafana's environment (Grafana 11.5 or later,
+per Grafana's documentation; ``GF_INSTALL_PLUGINS`` in older images)."""
 
 PROMETHEUS_REF = {"type": "prometheus", "uid": PROMETHEUS_UID}
 ALERTS_REF = {"type": REDIS_PLUGIN, "uid": ALERTS_UID}
@@ -56,8 +56,8 @@ class DataSource:
 def prometheus(url: str, scrape_interval: str = DEFAULT_SCRAPE_INTERVAL) -> DataSource:
     """The Prometheus that scrapes the workers, as Grafana's server (not a browser) reaches it.
 
-    ``scrape_interval`` must match Prometheus's ``scrape_interval``: Grafana derives
-    ``$__rate_interval`` from it, and a rate over less than two scrapes is empty.
+    ``scrape_interval`` must match Prometheus's ``scrape_interval``: Grafana documents
+    ``$__rate_interval`` as derived from it, and a rate over less than two scrapes is empty.
     """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -94,7 +94,8 @@ def alerts(redis_url: str) -> DataSource:
     if not db.isdigit():
         raise DataSourceError(f"Redis database must be a number, not {db!r}")
     address = f"{parts.hostname}:{port}"
-    # The plugin's client dials host:port; it takes a redis:// URL for another database.
+    # The plugin dials its URL as host:port (read in its source, not tried here); a redis://
+    # URL is for another database, which its client library is expected to parse.
     url = address if db == "0" else f"redis://{address}/{db}"
     user = unquote(parts.username or "")
     password = unquote(parts.password or "")

@@ -17,21 +17,20 @@ from dashboards.panels import (
     stat,
     timeseries,
 )
-from dashboards.promql import increase, kind, quantile, rate, summed
+from dashboards.promql import increase, kind, quantile, rate, selector, summed
 from models.names import EventKind, Metrics
 
 
 @dataclass(frozen=True)
 class KindBoard:
     kind: EventKind
+    """The kind of event, also what one event is called on the panels."""
     uid: str
     title: str
-    noun: str
-    """What one event is called on the panels."""
 
 
-FRAUD = KindBoard("transaction", "fraudstream-fraud", "Fraudstream: fraud", "transaction")
-SPAM = KindBoard("email", "fraudstream-spam", "Fraudstream: spam", "email")
+FRAUD = KindBoard("transaction", "fraudstream-fraud", "Fraudstream: fraud")
+SPAM = KindBoard("email", "fraudstream-spam", "Fraudstream: spam")
 
 QUALITY = (
     (
@@ -53,17 +52,41 @@ QUALITY = (
 )
 """The rolling quality gauges: metric, title, meaning (shared with Model health)."""
 
+
+def quality_panels(by: str, legend: str, matchers: str = "", note: str = "") -> list[Json]:
+    """One panel per :data:`QUALITY` gauge, a series per ``by`` labels; ``note`` follows
+    the gauge's meaning in the description."""
+    return [
+        timeseries(
+            title,
+            meaning + note,
+            [prom(f"max by ({by}) ({selector(metric, matchers)})", legend)],
+            unit="percentunit",
+            max_value=1,
+        )
+        for metric, title, meaning in QUALITY
+    ]
+
+
 TOP_REASONS = 10
 
 
 def build(board: KindBoard, alerts_stream: str) -> Json:
     only = kind(board.kind)
-    noun = board.noun
+    noun = board.kind
     events = summed(rate(Metrics.EVENTS, only))
     alerts = rate(Metrics.ALERTS, only)
 
-    def decided(decision: str) -> str:
-        return summed(increase(Metrics.ALERTS, f'{only}, decision="{decision}"'))
+    def decided(decision: str, title: str, legend: str) -> Json:
+        """The ``decision`` alerts raised in the time range."""
+        count = summed(increase(Metrics.ALERTS, f'{only}, decision="{decision}"'))
+        return stat(
+            title,
+            f"{decision.capitalize()} decisions in the time range.",
+            [prom(count, legend)],
+            unit="short",
+            graph=False,
+        )
 
     reasons_in_range = summed(increase(Metrics.ALERT_REASONS, only), "feature")
     reasons_per_s = summed(rate(Metrics.ALERT_REASONS, only), "feature")
@@ -87,20 +110,8 @@ def build(board: KindBoard, alerts_stream: str) -> Json:
         unit="percentunit",
         decimals=2,
     )
-    blocked = stat(
-        "Blocked",
-        "Block decisions in the time range.",
-        [prom(decided("block"), "blocked")],
-        unit="short",
-        graph=False,
-    )
-    reviewed = stat(
-        "Sent to review",
-        "Review decisions in the time range.",
-        [prom(decided("review"), "review")],
-        unit="short",
-        graph=False,
-    )
+    blocked = decided("block", "Blocked", "blocked")
+    reviewed = decided("review", "Sent to review", "review")
     latency = stat(
         "Scoring p99",
         "99th percentile worker time per event.",
@@ -161,16 +172,7 @@ def build(board: KindBoard, alerts_stream: str) -> Json:
         unit="ops",
         stack=True,
     )
-    quality = [
-        timeseries(
-            title,
-            meaning,
-            [prom(f"max by (score) ({metric}{{{only}}})", "{{score}}")],
-            unit="percentunit",
-            max_value=1,
-        )
-        for metric, title, meaning in QUALITY
-    ]
+    quality = quality_panels("score", "{{score}}", matchers=only)
     live = alerts_table(
         f"Live alerts ({noun}s)",
         "The newest alerts from the workers' recent-alerts stream in Redis.",

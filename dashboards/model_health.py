@@ -8,7 +8,7 @@ day earlier shows drift before the (late) labels can.
 
 from __future__ import annotations
 
-from dashboards.kinds import QUALITY
+from dashboards.kinds import quality_panels
 from dashboards.metrics import bucket, count, info, total
 from dashboards.panels import Json, dashboard, heatmap, prom, row, stat, timeseries
 from dashboards.promql import increase, quantile, rate, summed
@@ -17,8 +17,9 @@ from models.names import EVENT_KINDS, Metrics
 UID = "fraudstream-model-health"
 
 DRIFT_WINDOW = "1h"
-"""Scores are compared over an hour now and the same hour a day earlier: daily seasonality
-cancels out, and an hour holds enough events for stable quantiles."""
+"""Scores are compared over an hour now and the same hour a day earlier, so that daily
+seasonality cancels out; an hour is expected to hold enough events for steady quantiles
+(not measured on real traffic)."""
 
 HYBRID = 'score="hybrid"'
 VERSIONS = f"max by (kind, model) ({Metrics.MODEL_VERSION})"
@@ -34,10 +35,11 @@ def _mean_score(offset: str = "") -> str:
 
 
 def build() -> Json:
+    by_version = prom(VERSIONS, "{{kind}} {{model}}")
     versions = stat(
         "Model versions",
         "Version number of each model in use (online: its checkpoint number).",
-        [prom(VERSIONS, "{{kind}} {{model}}")],
+        [by_version],
         unit="none",
         graph=False,
     )
@@ -80,20 +82,15 @@ def build() -> Json:
     version_history = timeseries(
         "Model version over time",
         "Each step is a new version: an online checkpoint or a batch-model swap.",
-        [prom(VERSIONS, "{{kind}} {{model}}")],
+        [by_version],
         unit="none",
         min_value=None,
     )
-    quality = [
-        timeseries(
-            title,
-            f"{meaning} The online model alone against the hybrid (blended) score.",
-            [prom(f"max by (kind, score) ({metric})", "{{kind}} {{score}}")],
-            unit="percentunit",
-            max_value=1,
-        )
-        for metric, title, meaning in QUALITY
-    ]
+    quality = quality_panels(
+        "kind, score",
+        "{{kind}} {{score}}",
+        note=" The online model alone against the hybrid (blended) score.",
+    )
     distributions = [
         heatmap(
             f"Hybrid score distribution ({kind}s)",

@@ -1,10 +1,10 @@
 """Builders for Grafana's classic dashboard JSON (the model of ``/api/dashboards/db`` and of
 file provisioning), complete enough to satisfy ``@grafana/schema``'s types.
 
-Each panel builder writes every option its panel plugin's schema requires, so a dashboard
-renders the same whichever Grafana version loads it and the schema check in the tests can
-be strict. :func:`dashboard` lays panels out on Grafana's 24-column grid and numbers panel
-ids and query ref ids, so the definitions only say what to show and how wide.
+Each panel builder writes every option its panel plugin's schema requires instead of
+leaving it to Grafana's defaults, so the schema check in the tests can be strict (no Grafana
+renders them here). :func:`dashboard` lays panels out on Grafana's 24-column grid and
+numbers panel ids and query ref ids, so the definitions only say what to show and how wide.
 """
 
 from __future__ import annotations
@@ -19,14 +19,17 @@ from dashboards.datasources import ALERTS_REF, PROMETHEUS_REF
 Json = dict[str, Any]
 
 SCHEMA_VERSION = 42
-"""Dashboard JSON schema version of Grafana 13.2 (``@grafana/schema`` 13.2.3); Grafana
-migrates older versions on load, never newer ones."""
+"""The dashboard JSON schema version that ``@grafana/schema`` 13.2.3 (Grafana 13.2)
+describes; a test checks the two agree."""
 
 TAG = "fraudstream"
 GRID_WIDTH = 24
 
 Line = tuple[int, Sequence[tuple[Json, int]]]
 """One line of the grid: its height and its panels with their widths (summing to 24)."""
+
+Steps = Sequence[tuple[float | None, str]]
+"""Threshold steps: from each value (``None``: the base) up, this colour."""
 
 
 # -- queries ----------------------------------------------------------------------------
@@ -49,7 +52,7 @@ def prom(expr: str, legend: str = "", *, table: bool = False) -> Json:
 # -- panels -----------------------------------------------------------------------------
 
 
-def _thresholds(steps: Sequence[tuple[float | None, str]]) -> Json:
+def _thresholds(steps: Steps) -> Json:
     return {
         "mode": "absolute",
         "steps": [{"color": color, "value": value} for value, color in steps],
@@ -57,6 +60,33 @@ def _thresholds(steps: Sequence[tuple[float | None, str]]) -> Json:
 
 
 _GREEN = ((None, "green"),)
+
+
+def _panel(
+    kind: str,
+    title: str,
+    description: str,
+    targets: Sequence[Json],
+    *,
+    defaults: Json,
+    options: Json,
+    overrides: Sequence[Json] = (),
+    datasource: Json = PROMETHEUS_REF,
+    transformations: Sequence[Json] = (),
+) -> Json:
+    """What every panel carries: the parts that differ between panel types are passed in."""
+    panel: Json = {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": datasource,
+        "targets": list(targets),
+        "fieldConfig": {"defaults": defaults, "overrides": list(overrides)},
+        "options": options,
+    }
+    if transformations:
+        panel["transformations"] = list(transformations)
+    return panel
 
 
 def timeseries(
@@ -69,7 +99,7 @@ def timeseries(
     bars: bool = False,
     min_value: float | None = 0,
     max_value: float | None = None,
-    thresholds: Sequence[tuple[float | None, str]] = _GREEN,
+    thresholds: Steps = _GREEN,
     show_thresholds: bool = False,
 ) -> Json:
     """Lines (or bars) over time, one series per label set, shared tooltip."""
@@ -94,14 +124,13 @@ def timeseries(
         defaults["min"] = min_value
     if max_value is not None:
         defaults["max"] = max_value
-    return {
-        "type": "timeseries",
-        "title": title,
-        "description": description,
-        "datasource": PROMETHEUS_REF,
-        "targets": list(targets),
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": {
+    return _panel(
+        "timeseries",
+        title,
+        description,
+        targets,
+        defaults=defaults,
+        options={
             "legend": {
                 "calcs": ["mean", "max", "lastNotNull"],
                 "displayMode": "table",
@@ -110,7 +139,7 @@ def timeseries(
             },
             "tooltip": {"mode": "multi", "sort": "desc"},
         },
-    }
+    )
 
 
 def stat(
@@ -119,14 +148,14 @@ def stat(
     targets: Sequence[Json],
     *,
     unit: str,
-    thresholds: Sequence[tuple[float | None, str]] = _GREEN,
+    thresholds: Steps = _GREEN,
     calc: str = "lastNotNull",
     decimals: int | None = None,
     graph: bool = True,
     text_mode: str = "value_and_name",
 ) -> Json:
     """One big number per series (the last value, or ``calc`` over the range);
-    ``text_mode="name"`` shows only the series' name (facts carried in labels)."""
+    ``text_mode="name"`` asks for only the series' name (facts carried in labels)."""
     defaults: Json = {
         "unit": unit,
         "color": {"mode": "thresholds"},
@@ -134,14 +163,13 @@ def stat(
     }
     if decimals is not None:
         defaults["decimals"] = decimals
-    return {
-        "type": "stat",
-        "title": title,
-        "description": description,
-        "datasource": PROMETHEUS_REF,
-        "targets": list(targets),
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": {
+    return _panel(
+        "stat",
+        title,
+        description,
+        targets,
+        defaults=defaults,
+        options={
             "reduceOptions": {"calcs": [calc], "fields": "", "values": False},
             "orientation": "auto",
             "textMode": text_mode,
@@ -152,30 +180,26 @@ def stat(
             "showPercentChange": False,
             "percentChangeColorMode": "standard",
         },
-    }
+    )
 
 
 def bargauge(
     title: str, description: str, targets: Sequence[Json], *, unit: str, limit: int = 10
 ) -> Json:
     """Horizontal bars, largest first: a top-k list. ``targets`` are table queries
-    (:func:`prom` with ``table=True``): one bar per row, named by the row's labels."""
-    return {
-        "type": "bargauge",
-        "title": title,
-        "description": description,
-        "datasource": PROMETHEUS_REF,
-        "targets": list(targets),
-        "fieldConfig": {
-            "defaults": {
-                "unit": unit,
-                "min": 0,
-                "color": {"mode": "continuous-BlYlRd"},
-                "thresholds": _thresholds(_GREEN),
-            },
-            "overrides": [],
+    (:func:`prom` with ``table=True``), meant as one bar per row, named by the row's labels."""
+    return _panel(
+        "bargauge",
+        title,
+        description,
+        targets,
+        defaults={
+            "unit": unit,
+            "min": 0,
+            "color": {"mode": "continuous-BlYlRd"},
+            "thresholds": _thresholds(_GREEN),
         },
-        "options": {
+        options={
             "reduceOptions": {"calcs": [], "fields": "/^Value$/", "values": True, "limit": limit},
             "orientation": "horizontal",
             "displayMode": "gradient",
@@ -193,26 +217,22 @@ def bargauge(
                 "showLegend": False,
             },
         },
-        "transformations": [
+        transformations=[
             {"id": "sortBy", "options": {"sort": [{"field": "Value", "desc": True}]}},
         ],
-    }
+    )
 
 
 def heatmap(title: str, description: str, targets: Sequence[Json], *, y_unit: str) -> Json:
     """A histogram's buckets over time: ``targets`` select ``_bucket`` rates by ``le``."""
     as_buckets = [{**target, "format": "heatmap", "legendFormat": "{{le}}"} for target in targets]
-    return {
-        "type": "heatmap",
-        "title": title,
-        "description": description,
-        "datasource": PROMETHEUS_REF,
-        "targets": as_buckets,
-        "fieldConfig": {
-            "defaults": {"custom": {"scaleDistribution": {"type": "linear"}}},
-            "overrides": [],
-        },
-        "options": {
+    return _panel(
+        "heatmap",
+        title,
+        description,
+        as_buckets,
+        defaults={"custom": {"scaleDistribution": {"type": "linear"}}},
+        options={
             "calculate": False,
             "cellGap": 1,
             "color": {
@@ -232,7 +252,7 @@ def heatmap(title: str, description: str, targets: Sequence[Json], *, y_unit: st
             "tooltip": {"mode": "single", "yHistogram": True, "showColorScale": False},
             "yAxis": {"axisPlacement": "left", "reverse": False, "unit": y_unit},
         },
-    }
+    )
 
 
 ALERT_COLUMNS = (
@@ -255,48 +275,56 @@ from ``event_id``, which is left out with ``schema_version``)."""
 def alerts_table(title: str, description: str, *, stream_key: str, kind: str | None) -> Json:
     """The newest alerts from the Redis stream the worker appends to (``XREVRANGE``).
 
-    Each stream entry holds one field, ``alert``: the alert's JSON. Grafana's
-    ``extractFields`` transformation turns that JSON into columns; ``kind`` keeps one kind.
-    Needs the ``redis-datasource`` plugin in Grafana.
+    Each stream entry holds one field, ``alert``: the alert's JSON. The ``extractFields``
+    transformation is meant to turn that JSON into columns, and ``kind`` to keep one kind
+    (checked against the schema, not in a running Grafana). Needs the ``redis-datasource``
+    plugin in Grafana.
     """
-    transformations: list[Json] = [
-        {
-            "id": "extractFields",
-            "options": {"source": "alert", "format": "json", "replace": True, "keepTime": False},
+    extract = {
+        "id": "extractFields",
+        "options": {"source": "alert", "format": "json", "replace": True, "keepTime": False},
+    }
+    only_kind = {
+        "id": "filterByValue",
+        "options": {
+            "type": "include",
+            "match": "all",
+            "filters": [
+                {"fieldName": "kind", "config": {"id": "equal", "options": {"value": kind}}}
+            ],
         },
-    ]
-    if kind is not None:
-        transformations.append(
+    }
+    organize = {
+        "id": "organize",
+        "options": {
+            "indexByName": {name: i for i, name in enumerate(ALERT_COLUMNS)},
+            "excludeByName": {"schema_version": True, "event_id": True},
+            "renameByName": {"scored_at": "scored at (UTC)", "online_score": "online"},
+        },
+    }
+    decision_colours = {
+        "matcher": {"id": "byName", "options": "decision"},
+        "properties": [
+            {"id": "custom.cellOptions", "value": {"type": "color-background"}},
             {
-                "id": "filterByValue",
-                "options": {
-                    "type": "include",
-                    "match": "all",
-                    "filters": [
-                        {
-                            "fieldName": "kind",
-                            "config": {"id": "equal", "options": {"value": kind}},
-                        }
-                    ],
-                },
-            }
-        )
-    transformations.append(
-        {
-            "id": "organize",
-            "options": {
-                "indexByName": {name: i for i, name in enumerate(ALERT_COLUMNS)},
-                "excludeByName": {"schema_version": True, "event_id": True},
-                "renameByName": {"scored_at": "scored at (UTC)", "online_score": "online"},
+                "id": "mappings",
+                "value": [
+                    {
+                        "type": "value",
+                        "options": {
+                            "block": {"color": "red", "index": 0},
+                            "review": {"color": "orange", "index": 1},
+                        },
+                    }
+                ],
             },
-        }
-    )
-    return {
-        "type": "table",
-        "title": title,
-        "description": description,
-        "datasource": ALERTS_REF,
-        "targets": [
+        ],
+    }
+    return _panel(
+        "table",
+        title,
+        description,
+        [
             {
                 "datasource": ALERTS_REF,
                 "type": "command",
@@ -307,45 +335,25 @@ def alerts_table(title: str, description: str, *, stream_key: str, kind: str | N
                 "count": 200,
             }
         ],
-        "fieldConfig": {
-            "defaults": {
-                "custom": {
-                    "align": "auto",
-                    "cellOptions": {"type": "auto"},
-                    "inspect": True,
-                    "filterable": True,
-                },
-                "thresholds": _thresholds(_GREEN),
+        datasource=ALERTS_REF,
+        defaults={
+            "custom": {
+                "align": "auto",
+                "cellOptions": {"type": "auto"},
+                "inspect": True,
+                "filterable": True,
             },
-            "overrides": [
-                {
-                    "matcher": {"id": "byName", "options": "decision"},
-                    "properties": [
-                        {"id": "custom.cellOptions", "value": {"type": "color-background"}},
-                        {
-                            "id": "mappings",
-                            "value": [
-                                {
-                                    "type": "value",
-                                    "options": {
-                                        "block": {"color": "red", "index": 0},
-                                        "review": {"color": "orange", "index": 1},
-                                    },
-                                }
-                            ],
-                        },
-                    ],
-                }
-            ],
+            "thresholds": _thresholds(_GREEN),
         },
-        "options": {
+        overrides=[decision_colours],
+        options={
             "showHeader": True,
             "frameIndex": 0,
             "cellHeight": "sm",
             "sortBy": [{"displayName": "scored at (UTC)", "desc": True}],
         },
-        "transformations": transformations,
-    }
+        transformations=[extract, *([] if kind is None else [only_kind]), organize],
+    )
 
 
 def row(title: str) -> Json:
@@ -368,11 +376,8 @@ def dashboard(
     panels: list[Json] = []
     y = 0
     for line in lines:
-        if isinstance(line, dict):
-            panels.append(_placed(line, len(panels) + 1, x=0, y=y, w=GRID_WIDTH, h=1))
-            y += 1
-            continue
-        height, members = line
+        # A row panel is a line of its own, one unit high and as wide as the grid.
+        height, members = (1, [(line, GRID_WIDTH)]) if isinstance(line, dict) else line
         if sum(width for _, width in members) != GRID_WIDTH:
             raise ValueError(f"{title}: a line's widths must sum to {GRID_WIDTH}")
         x = 0

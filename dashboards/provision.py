@@ -1,9 +1,10 @@
 """Create or update the data sources, folder, dashboards and alert rules in a Grafana.
 
 Idempotent by uid: every object is read first and written only when it differs from its
-definition, so a second run changes nothing and says so, object by object. "Differs" means
-a value the definition sets is not what Grafana holds; fields Grafana adds by itself (ids,
-versions, defaults) do not count. Two limits follow from Grafana's API: a secret (the Redis
+definition, so a second run changes nothing and says so, object by object (shown against the
+tests' imitation of Grafana's API; no real Grafana ran). "Differs" means a value the
+definition sets is not what Grafana holds; fields Grafana adds by itself (ids, versions,
+defaults) do not count. Two limits follow from Grafana's API: a secret (the Redis
 password) cannot be read back, so only its presence is compared; and a key dropped from a
 definition is not noticed until something else in that object changes.
 """
@@ -223,19 +224,9 @@ def contains(actual: Any, wanted: Any) -> bool:
     (Grafana's own), lists must match item by item, and ``for`` durations compare by value
     (``5m`` is ``5m0s``)."""
     if isinstance(wanted, dict):
-        if not isinstance(actual, dict):
-            return False
-        for key, value in wanted.items():
-            if key not in actual:
-                if value is None:
-                    continue
-                return False
-            if key == "for" and isinstance(value, str):
-                if duration_s(str(actual[key])) != duration_s(value):
-                    return False
-            elif not contains(actual[key], value):
-                return False
-        return True
+        return isinstance(actual, dict) and all(
+            _holds(actual, key, value) for key, value in wanted.items()
+        )
     if isinstance(wanted, list):
         return (
             isinstance(actual, list)
@@ -247,6 +238,15 @@ def contains(actual: Any, wanted: Any) -> bool:
     if isinstance(wanted, int | float) and isinstance(actual, int | float):
         return float(actual) == float(wanted)
     return bool(actual == wanted)
+
+
+def _holds(actual: dict[str, Any], key: str, value: Any) -> bool:
+    """Whether ``actual[key]`` holds ``value`` (a key left out holds ``None``)."""
+    if key not in actual:
+        return value is None
+    if key == "for" and isinstance(value, str):
+        return duration_s(str(actual[key])) == duration_s(value)
+    return contains(actual[key], value)
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")

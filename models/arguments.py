@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from typing import Any
 
 from models.events import parse_instant
 
@@ -61,3 +62,17 @@ def instant(text: str) -> float:
         return parse_instant(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def subcommand(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    *,
+    epilog: str,
+    **kwargs: Any,
+) -> argparse.ArgumentParser:
+    """A sub-command whose ``--help`` ends with ``epilog`` (the ``FRAUD_*`` variables) as
+    written, line breaks kept."""
+    return commands.add_parser(
+        name, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs
+    )

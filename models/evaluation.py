@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import polars as pl
 
 FloatArray = npt.NDArray[np.float64]
 DAY_S = 86_400.0
@@ -160,6 +159,8 @@ def precision_top_k_per_day(
     which penalises small days). Entities caught on an earlier day are not removed. Returns
     None when nothing is labelled.
     """
+    import polars as pl  # here, not at the top: the stream worker imports this module
+
     if k < 1:
         raise ValueError("k must be at least 1")
     frame = pl.DataFrame(

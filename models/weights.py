@@ -287,13 +287,18 @@ def blend(card_or_blend: ModelCard | Blend, online: float, batch: float) -> floa
     return _sigmoid(w.online_weight * _logit(online) + w.batch_weight * _logit(batch) + w.bias)
 
 
+def logit_array(p: ArrayLike) -> _F64:
+    """Logits of probabilities clipped to [1e-6, 1 - 1e-6]: the inputs of the blend (the
+    batch job fits the blend's weights on exactly these)."""
+    q = np.clip(np.asarray(p, dtype=np.float64), PROBABILITY_CLIP, 1.0 - PROBABILITY_CLIP)
+    result: _F64 = np.log(q / (1.0 - q))
+    return result
+
+
 def blend_array(card_or_blend: ModelCard | Blend, online: ArrayLike, batch: ArrayLike) -> _F64:
     """:func:`blend` over arrays of probabilities (broadcast like numpy)."""
     w = _blend_of(card_or_blend)
-    lo, hi = PROBABILITY_CLIP, 1.0 - PROBABILITY_CLIP
-    o = np.clip(np.asarray(online, dtype=np.float64), lo, hi)
-    b = np.clip(np.asarray(batch, dtype=np.float64), lo, hi)
-    z = w.online_weight * np.log(o / (1.0 - o)) + w.batch_weight * np.log(b / (1.0 - b)) + w.bias
+    z = w.online_weight * logit_array(online) + w.batch_weight * logit_array(batch) + w.bias
     result: _F64 = expit(z)
     return result
 

@@ -73,15 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    txn = commands.add_parser(
+    txn = _command(
+        commands,
         "transactions",
         help="synthetic card transactions with fraud scenarios",
         description="Synthetic card transactions: card testing, account takeover, "
         "compromised terminals and high-value fraud, plus a drift scenario.",
         epilog=env_help,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    txn.set_defaults(command_parser=txn)
     _common(txn, default_rate=DEFAULT_RATE)
     _generator(txn)
     txn.add_argument(
@@ -97,22 +96,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="size of the customer population (default %(default)s)",
     )
 
-    mail = commands.add_parser(
+    mail = _command(
+        commands,
         "emails",
         help="synthetic emails with spam campaigns",
         description="Synthetic ham (work, newsletters, personal, notifications) and spam "
         "(phishing, advance fee, pharmacy, crypto/lottery), plus a drift campaign.",
         epilog=env_help,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    mail.set_defaults(command_parser=mail)
     _common(mail, default_rate=DEFAULT_RATE)
     _generator(mail)
     mail.add_argument(
         "--spam-rate", type=_share, default=0.3, help="share of spam (default %(default)s)"
     )
 
-    replay = commands.add_parser(
+    replay = _command(
+        commands,
         "replay",
         help="stream a labelled CSV/Parquet file",
         description="Stream a labelled CSV or Parquet file into the transactions or emails "
@@ -120,9 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: replay fraudTrain.csv --kind transaction --map card_id=cc_num "
         "--map amount=amt --map event_time=trans_date_trans_time --map label=is_fraud "
         "--map merchant_id=merchant --map merchant_category=category\n\n" + env_help,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    replay.set_defaults(command_parser=replay)
     replay.add_argument("file", help="CSV, TSV or Parquet file")
     replay.add_argument(
         "--kind", choices=("transaction", "email"), required=True, help="which topic the rows go to"
@@ -155,6 +152,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(replay, default_rate=0.0)
     return parser
+
+
+def _command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    *,
+    help: str,
+    description: str,
+    epilog: str,
+) -> argparse.ArgumentParser:
+    """A subcommand whose description and epilog keep their line breaks, and that carries
+    itself as ``command_parser`` so that :func:`main` reports a usage error against it."""
+    command = arguments.subcommand(
+        commands, name, help=help, description=description, epilog=epilog
+    )
+    command.set_defaults(command_parser=command)
+    return command
 
 
 def _common(p: argparse.ArgumentParser, *, default_rate: float) -> None:

@@ -20,7 +20,6 @@ import gc
 import json
 import sys
 from collections.abc import Iterable
-from types import TracebackType
 from typing import IO, Any, Protocol
 
 import kafka.errors
@@ -31,6 +30,7 @@ from models import topology
 from models.events import Email, Label, Transaction, encode, entity_key
 from models.settings import Settings
 from models.topology import KafkaUnavailable
+from producers.closing import Closing
 from producers.partitioning import KeyRouter
 
 ERRBACK_EVERY_MASK = 31
@@ -70,7 +70,7 @@ class Sink(Protocol):
     def abort(self) -> None: ...
 
 
-class Publisher:
+class Publisher(Closing):
     """Publishes events to Kafka. Use as a context manager: closing flushes."""
 
     def __init__(
@@ -178,20 +178,6 @@ class Publisher:
             self.flush()
         finally:
             self._producer.close()
-
-    def __enter__(self) -> Publisher:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
     def abort(self) -> None:
         """Close without waiting on a broker that may be the problem (a run that failed)."""

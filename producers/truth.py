@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, Generic, NamedTuple, TypeVar
 
 from models.events import Email, Transaction
 from models.names import EventKind
+from producers.closing import Closing
 
 E = TypeVar("E", Transaction, Email)
 
@@ -37,7 +37,7 @@ def kind_of(event: Transaction | Email) -> EventKind:
     return "transaction" if isinstance(event, Transaction) else "email"
 
 
-class TruthWriter:
+class TruthWriter(Closing):
     """Appends truth rows to a CSV or Parquet file (chosen by the extension).
 
     Rows are written as they come (CSV) or in row groups (Parquet), so an endless live run
@@ -116,17 +116,6 @@ class TruthWriter:
         if self._csv_file is not None:
             self._csv_file.close()
             self._csv_file = None
-
-    def __enter__(self) -> TruthWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _parquet_schema() -> Any:

@@ -49,7 +49,7 @@ import numpy as np
 import orjson
 import polars as pl
 
-from models import arguments, evaluation
+from models import arguments, evaluation, plots
 from models.events import Decision, Email, Transaction
 from models.features import OUTCOME_CAP, OUTCOME_WINDOW_S
 from models.names import EventKind
@@ -603,12 +603,7 @@ def evaluate(
 def write_report(
     directory: str, result: dict[str, Any], data: Collector, reference: str | None
 ) -> list[Path]:
-    """``report.md`` with PR and ROC curves as PNG (matplotlib, Agg: no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """``report.md`` with PR and ROC curves as PNG (``models.plots``)."""
     out = Path(directory)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -620,47 +615,7 @@ def write_report(
     curves = {"online": np.frombuffer(data.scores, dtype=np.float64)[mask]}
     if reference is not None and reference in result["metrics"]["scores"]:
         curves[reference] = np.frombuffer(data.references, dtype=np.float64)[mask]
-    written = []
-    for name, xlabel, ylabel in (
-        ("pr", "recall", "precision"),
-        ("roc", "false positive rate", "true positive rate"),
-    ):
-        fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=100)
-        for label, s in curves.items():
-            known = ~np.isnan(s)
-            if not (y[known].any() and (~y[known]).any()):
-                continue
-            c = evaluation.curve(y[known], s[known])
-            m = result["metrics"]["scores"][label]
-            if name == "pr":
-                recall, precision = evaluation.pr_points(c)
-                ax.step(
-                    recall,
-                    precision,
-                    where="post",
-                    label=f"{label} (AP {m['average_precision']:.3f})",
-                )
-            else:
-                fpr, tpr = evaluation.roc_points(c)
-                ax.plot(fpr, tpr, label=f"{label} (AUC {m['roc_auc']:.3f})")
-        if name == "roc":
-            ax.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=1)
-        else:
-            rate = result["metrics"]["positives"] / max(result["metrics"]["labelled"], 1)
-            ax.axhline(
-                rate, linestyle=":", color="grey", linewidth=1, label=f"base rate {rate:.4f}"
-            )
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.02)
-        ax.set_title(f"{name.upper()}: {result['kind']}s")
-        ax.legend(loc="best", fontsize="small")
-        fig.tight_layout()
-        path = out / f"{name}.png"
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
+    written = plots.save_pr_roc(out, y, curves, f"{result['kind']}s")
     md = out / "report.md"
     md.write_text(_markdown(result), encoding="utf-8")
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

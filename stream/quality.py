@@ -10,8 +10,8 @@ labelled events of a kind, for the online score and the hybrid (final) score:
   (the batch model's, or the settings' without one); the online score flagged it when it
   reached the settings' review threshold (the one that decides when the online score
   decides alone);
-* average precision, threshold-free, as ``models.evaluation`` defines it (the backtest's
-  figure): ``sum_n (R_n - R_{n-1}) * P_n`` over the distinct scores, highest first.
+* average precision, threshold-free: ``models.evaluation.average_precision``, the backtest's
+  and the retrain's figure.
 
 Without a batch model the hybrid score is the online score, and so are its figures.
 
@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from models import evaluation
 from models.names import EventKind
 from stream import metrics
 
@@ -96,24 +97,8 @@ def _figures(positive: Any, scores: Any, flagged: Any) -> Figures:
     return Figures(
         precision=tp / n_flagged if n_flagged else None,
         recall=tp / n_positive if n_positive else None,
-        average_precision=average_precision(positive, scores),
+        average_precision=evaluation.average_precision(positive, scores),
     )
-
-
-def average_precision(positive: Any, scores: Any) -> float | None:
-    """``models.evaluation.average_precision`` (ties included; a unit test compares them),
-    without importing that module's Polars into the worker. None without any positive."""
-    y = np.asarray(positive, dtype=bool)
-    s = np.asarray(scores, dtype=np.float64)
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    last_of_each = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1] if len(s) else np.array([], int)
-    tps = np.cumsum(y, dtype=np.float64)[last_of_each]
-    if not len(tps) or not tps[-1]:
-        return None
-    precision = tps / (last_of_each + 1)
-    recall = tps / tps[-1]
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
 _GAUGES = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.events import Email, Label, Transaction, utc_from_timestamp
+from models.events import Email, Label, ScoredEvent, Transaction, utc_from_timestamp
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -82,3 +82,22 @@ def batch_model(version: str, *, seed: int = 0, review: float = 0.5, block: floa
         ),
         weights.trees_from_sklearn(trees, names),
     )
+
+
+def scored(n: int, *, at: float | None = None, **fields: Any) -> ScoredEvent:
+    """A scored transaction ``txn-{n}`` (online model only), scored 10 ms after it happened."""
+    when = T0 + n if at is None else at
+    values: dict[str, Any] = {
+        "event_id": f"txn-{n:06d}",
+        "event_time": utc_from_timestamp(when),
+        "kind": "transaction",
+        "entity_id": f"card-{n % 50:04d}",
+        "scored_at": utc_from_timestamp(when + 0.01),
+        "features": {"amount": 10.0 + n, "count_1h": float(n % 3)},
+        "online_score": 0.1,
+        "score": 0.1,
+        "decision": "allow",
+        "online_version": "online-1",
+    }
+    values.update(fields)
+    return ScoredEvent(**values)

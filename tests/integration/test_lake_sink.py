@@ -10,42 +10,30 @@ from pathlib import Path
 import polars as pl
 
 from batch.lake import LakeSink, Table, compact, list_parts, read_lake, run_sink
-from models.events import Label, ScoredEvent, utc_from_timestamp
+from models.events import Label, ScoredEvent
 from models.names import Topics
 from models.settings import Settings
 from models.topology import ensure_topics
+from tests import factories
 from tests.integration.harness import REPO, publish
 
-T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+T0 = factories.T0
 DAY = 86_400.0
 
 
 def scored(n: int) -> ScoredEvent:
-    at = T0 + (n % 3) * DAY + n  # three dates
-    return ScoredEvent(
-        event_id=f"txn-{n:06d}",
-        event_time=utc_from_timestamp(at),
-        kind="transaction",
-        entity_id=f"card-{n % 7}",
-        scored_at=utc_from_timestamp(at + 0.05),
+    """Over three dates; every other one has a batch score too."""
+    return factories.scored(
+        n,
+        at=T0 + (n % 3) * DAY + n,
         features={"amount": float(n), "count_1h": float(n % 4)},
-        online_score=0.2,
         batch_score=0.3 if n % 2 else None,
-        score=0.25,
-        decision="allow",
-        online_version="online-1",
         batch_version="batch-1" if n % 2 else None,
     )
 
 
 def label(n: int) -> Label:
-    return Label(
-        event_id=f"txn-{n:06d}",
-        event_time=utc_from_timestamp(T0 + 2 * DAY + n),
-        kind="transaction",
-        is_positive=n % 5 == 0,
-        source="chargeback",
-    )
+    return factories.label(f"txn-{n:06d}", "transaction", n % 5 == 0, at=T0 + 2 * DAY + n)
 
 
 def sink_once(settings: Settings, lake: Path, group_id: str | None = None) -> None:

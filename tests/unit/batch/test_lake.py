@@ -19,30 +19,15 @@ from batch.lake import (
     visible_parts,
     write_rows,
 )
-from models.events import Label, ScoredEvent, utc_from_timestamp
+from tests import factories
 
 DAY = 86_400.0
-T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-
-
-def scored(n: int, at: float) -> ScoredEvent:
-    return ScoredEvent(
-        event_id=f"txn-{n:06d}",
-        event_time=utc_from_timestamp(at),
-        kind="transaction",
-        entity_id=f"card-{n % 5}",
-        scored_at=utc_from_timestamp(at + 0.01),
-        features={"amount": 10.0 + n, "count_1h": float(n % 3)},
-        online_score=0.1,
-        score=0.1,
-        decision="allow",
-        online_version="v1",
-    )
+T0 = factories.T0
 
 
 def rows(offsets: list[int], at: list[float], partition: int = 0) -> list[dict[str, object]]:
     return [
-        scored_row(scored(o, t), "ns.scored.v1", partition, o)
+        scored_row(factories.scored(o, at=t), "ns.scored.v1", partition, o)
         for o, t in zip(offsets, at, strict=True)
     ]
 
@@ -149,12 +134,7 @@ def test_compaction_merges_and_keeps_every_row_once(tmp_path: Path) -> None:
     write_rows(tmp_path, "scored", 1, rows([0, 1], [day1, day1], 1))
     labels = [
         label_row(
-            Label(
-                event_id=f"txn-{i:06d}",
-                event_time=utc_from_timestamp(day2),
-                kind="transaction",
-                is_positive=i % 2 == 0,
-            ),
+            factories.label(f"txn-{i:06d}", "transaction", i % 2 == 0, at=day2),
             "ns.labels.v1",
             0,
             i,

@@ -2,12 +2,13 @@
 
 THIS IS NOT A REAL GRAFANA: no Grafana can run on the machines these tests run on. It is a
 small ``http.server`` on 127.0.0.1 that keeps data sources, folders, dashboards and alert
-rules in memory and answers like Grafana's documented API (status codes, the shape of the
+rules in memory and answers after Grafana's documented API (status codes, the shape of the
 replies, fields Grafana adds on its own such as ids and versions), so that the provisioning
-code meets the same situations it meets in a real one. It also *checks* every request:
-method and path must be a known route, the ``Authorization`` header must carry the expected
-credentials, and request bodies must have the shape Grafana requires (required fields,
-known enum values, references to objects that exist). Anything else is recorded in
+code meets the situations it is expected to meet in a real one, as far as this imitation
+reproduces them. It also *checks* every request: method and path must be a known route, the
+``Authorization`` header must carry the expected credentials, and request bodies must have
+the shape Grafana's API documentation asks for (required fields, known enum values,
+references to objects that exist). Anything else is recorded in
 :attr:`FakeGrafana.violations`, which the tests require to stay empty.
 """
 
@@ -40,7 +41,8 @@ class Call:
 
 
 class FakeGrafana:
-    """Start with :meth:`start` (a free port on 127.0.0.1), stop with :meth:`stop`."""
+    """Start with :meth:`start` (a free port on 127.0.0.1), stop with :meth:`stop`; or use it
+    as a context manager, which does both."""
 
     def __init__(
         self,
@@ -101,6 +103,12 @@ class FakeGrafana:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+    def __enter__(self) -> FakeGrafana:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     @property
     def url(self) -> str:
@@ -174,12 +182,18 @@ class FakeGrafana:
         self._next_id += 1
         return self._next_id
 
+    def _expect(self, condition: bool, violation: str) -> bool:
+        """``condition``, recording ``violation`` when it does not hold."""
+        if not condition:
+            self.violations.append(violation)
+        return condition
+
     def _require(self, where: str, body: Json, keys: dict[str, type | tuple[type, ...]]) -> bool:
         ok = True
         for key, kind in keys.items():
-            if not isinstance(body.get(key), kind):
-                self.violations.append(f"{where}: {key!r} missing or not {kind}")
-                ok = False
+            ok &= self._expect(
+                isinstance(body.get(key), kind), f"{where}: {key!r} missing or not {kind}"
+            )
         return ok
 
     # -- org and plugins ------------------------------------------------------------------
@@ -208,16 +222,17 @@ class FakeGrafana:
         ok = self._require(
             where, body, {"name": str, "type": str, "uid": str, "url": str, "access": str}
         )
-        if body.get("access") not in ("proxy", "direct"):
-            self.violations.append(f"{where}: access must be proxy or direct")
-            ok = False
-        if "jsonData" in body and not isinstance(body["jsonData"], dict):
-            self.violations.append(f"{where}: jsonData is not an object")
-            ok = False
+        ok &= self._expect(
+            body.get("access") in ("proxy", "direct"), f"{where}: access must be proxy or direct"
+        )
+        ok &= self._expect(
+            isinstance(body.get("jsonData", {}), dict), f"{where}: jsonData is not an object"
+        )
         secure = body.get("secureJsonData", {})
-        if not isinstance(secure, dict) or not all(isinstance(v, str) for v in secure.values()):
-            self.violations.append(f"{where}: secureJsonData must map names to strings")
-            ok = False
+        ok &= self._expect(
+            isinstance(secure, dict) and all(isinstance(v, str) for v in secure.values()),
+            f"{where}: secureJsonData must map names to strings",
+        )
         return ok
 
     def _store_datasource(self, body: Json, datasource_id: int, version: int) -> None:
@@ -358,47 +373,48 @@ class FakeGrafana:
         )
         if not ok:
             return False
-        if body["folderUID"] not in self.folders:
-            self.violations.append(f"{where}: folder {body['folderUID']!r} does not exist")
-            ok = False
-        if body["noDataState"] not in NO_DATA_STATES:
-            self.violations.append(f"{where}: noDataState {body['noDataState']!r}")
-            ok = False
-        if body["execErrState"] not in EXEC_ERR_STATES:
-            self.violations.append(f"{where}: execErrState {body['execErrState']!r}")
-            ok = False
-        if not DURATION.match(body["for"]):
-            self.violations.append(f"{where}: for {body['for']!r} is not a duration")
-            ok = False
+        folder, no_data, exec_err, pending = (
+            body[key] for key in ("folderUID", "noDataState", "execErrState", "for")
+        )
+        ok &= self._expect(folder in self.folders, f"{where}: folder {folder!r} does not exist")
+        ok &= self._expect(no_data in NO_DATA_STATES, f"{where}: noDataState {no_data!r}")
+        ok &= self._expect(exec_err in EXEC_ERR_STATES, f"{where}: execErrState {exec_err!r}")
+        ok &= self._expect(
+            bool(DURATION.match(pending)), f"{where}: for {pending!r} is not a duration"
+        )
         ref_ids = set()
         for query in body["data"]:
             if not isinstance(query, dict) or not self._require(
                 where, query, {"refId": str, "datasourceUid": str, "model": dict}
             ):
                 return False
-            ref_ids.add(query["refId"])
-            source = query["datasourceUid"]
-            if source != EXPRESSIONS and source not in self.datasources:
-                self.violations.append(f"{where}: data source {source!r} does not exist")
-                ok = False
-            if source != EXPRESSIONS and not isinstance(query.get("relativeTimeRange"), dict):
-                self.violations.append(f"{where}: query {query['refId']} has no time range")
-                ok = False
-            if source == EXPRESSIONS and query["model"].get("expression") not in ref_ids:
-                self.violations.append(f"{where}: expression {query['refId']} reads no query")
-                ok = False
-        annotations = body.get("annotations") or {}
-        if ("__dashboardUid__" in annotations) != ("__panelId__" in annotations):
-            self.violations.append(
-                f"{where}: both annotations __dashboardUid__ and __panelId__ must be specified"
+            ref, source = query["refId"], query["datasourceUid"]
+            ref_ids.add(ref)
+            if source == EXPRESSIONS:
+                ok &= self._expect(
+                    query["model"].get("expression") in ref_ids,
+                    f"{where}: expression {ref} reads no query",
+                )
+                continue
+            ok &= self._expect(
+                source in self.datasources, f"{where}: data source {source!r} does not exist"
             )
-            ok = False
-        if not str(annotations.get("__panelId__", "0")).isdigit():
-            self.violations.append(f"{where}: __panelId__ is not a panel id")
-            ok = False
-        if body["condition"] not in ref_ids:
-            self.violations.append(f"{where}: condition {body['condition']!r} is no refId")
-            ok = False
+            ok &= self._expect(
+                isinstance(query.get("relativeTimeRange"), dict),
+                f"{where}: query {ref} has no time range",
+            )
+        annotations = body.get("annotations") or {}
+        ok &= self._expect(
+            ("__dashboardUid__" in annotations) == ("__panelId__" in annotations),
+            f"{where}: both annotations __dashboardUid__ and __panelId__ must be specified",
+        )
+        ok &= self._expect(
+            str(annotations.get("__panelId__", "0")).isdigit(),
+            f"{where}: __panelId__ is not a panel id",
+        )
+        ok &= self._expect(
+            body["condition"] in ref_ids, f"{where}: condition {body['condition']!r} is no refId"
+        )
         return ok
 
     def _rule_reply(self, uid: str) -> Json:

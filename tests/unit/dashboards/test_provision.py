@@ -36,9 +36,8 @@ ENV = {
 
 @pytest.fixture
 def grafana() -> Iterator[FakeGrafana]:
-    fake = FakeGrafana(token=TOKEN).start()
-    yield fake
-    fake.stop()
+    with FakeGrafana(token=TOKEN) as fake:
+        yield fake
     assert fake.violations == [], "calls Grafana would not accept"
 
 
@@ -130,19 +129,15 @@ def test_a_dry_run_reads_but_writes_nothing(grafana, capsys):
 
 
 def test_user_and_password_are_sent_as_basic_auth(capsys):
-    fake = FakeGrafana(basic=("admin", "pw with spaces")).start()
-    try:
+    with FakeGrafana(basic=("admin", "pw with spaces")) as fake:
         env = {**ENV, "GRAFANA_TOKEN": "", "GRAFANA_USER": "admin"}
         assert provision(fake, "--password", "pw with spaces", env=env) == 0
         assert all(c.authorization and c.authorization.startswith("Basic ") for c in fake.calls)
         assert fake.violations == []
-    finally:
-        fake.stop()
 
 
 def test_without_the_redis_plugin_the_alerts_source_is_skipped(capsys):
-    fake = FakeGrafana(token=TOKEN, plugins=frozenset()).start()
-    try:
+    with FakeGrafana(token=TOKEN, plugins=frozenset()) as fake:
         assert provision(fake) == 0
         out, _ = capsys.readouterr()
         line = next(line for line in out.splitlines() if ALERTS_UID in line)
@@ -150,20 +145,15 @@ def test_without_the_redis_plugin_the_alerts_source_is_skipped(capsys):
         assert set(fake.datasources) == {PROMETHEUS_UID}
         assert len(fake.dashboards) == len(all_dashboards("fraud"))
         assert fake.violations == []
-    finally:
-        fake.stop()
 
 
 def test_a_permission_error_names_what_was_refused(capsys):
-    fake = FakeGrafana(token=TOKEN, forbid=frozenset({"POST /api/datasources"})).start()
-    try:
+    with FakeGrafana(token=TOKEN, forbid=frozenset({"POST /api/datasources"})) as fake:
         assert provision(fake) == 1
         _, err = capsys.readouterr()
         assert err.count("\n") == 1
         assert "refused to create datasource fraudstream-prometheus (403)" in err
         assert "Admin role" in err
-    finally:
-        fake.stop()
 
 
 # -- through the command line, as a user runs it: one line, no traceback --------------------

@@ -139,11 +139,16 @@ def test_average_precision_is_the_backtests_and_scikit_learns_ties_included(seed
     rng = np.random.default_rng(seed)
     y = rng.random(300) < 0.2
     s = np.round(rng.random(300) + y * 0.3, 1)  # few distinct scores: many ties
-    ap = quality.average_precision(y, s)
+    window = quality.RollingQuality(window=300)
+    for positive, score in zip(y, s, strict=True):
+        window.add(float(score), float(score), False, False, bool(positive))
+    ap = window.figures()["online"].average_precision
     assert ap == pytest.approx(evaluation.average_precision(y, s))
     assert ap == pytest.approx(average_precision_score(y, s))
-    assert quality.average_precision(np.zeros(5, bool), s[:5]) is None
-    assert quality.average_precision([], []) is None
+    negatives_only = quality.RollingQuality()
+    negatives_only.add(0.3, 0.3, False, False, False)
+    assert negatives_only.figures()["online"].average_precision is None
+    assert quality.RollingQuality().figures()["online"].average_precision is None
 
 
 def test_rolling_quality_keeps_the_last_window_and_judges_each_score_by_its_own_flags():
