@@ -15,7 +15,7 @@ JARS_STAMP := $(JARS)/.resolved-pom.sha256
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 TYPED := models producers stream batch dashboards local
 
-.PHONY: help setup setup-python setup-kafka setup-redis setup-grafana-schema check-java test lint up down bench clean
+.PHONY: help setup setup-python setup-kafka setup-redis setup-chromium setup-grafana-schema check-java test lint up down bench clean
 
 help:
 	@echo "make setup   virtualenv + deps, Kafka jars, redis-server (idempotent)"
@@ -26,7 +26,7 @@ help:
 	@echo "make bench   benchmarks"
 	@echo "make clean   stop the stack, remove .run/ and tool caches"
 
-setup: setup-python setup-kafka setup-redis setup-grafana-schema check-java
+setup: setup-python setup-kafka setup-redis setup-chromium setup-grafana-schema check-java
 
 setup-python:
 	@if [ ! -x $(PY) ]; then \
@@ -63,6 +63,14 @@ setup-redis:
 	    echo "installing redis-server with apt-get"; \
 	    $(SUDO) apt-get update -q; \
 	    $(SUDO) apt-get install -y -q redis-server; \
+	fi
+
+# Debian's headless browser and its driver, for the alerts-page browser test and screenshots.
+setup-chromium:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	    echo "installing chromium and chromium-driver with apt-get"; \
+	    $(SUDO) apt-get update -q; \
+	    $(SUDO) apt-get install -y -q chromium chromium-driver; \
 	fi
 
 GRAFANA_SCHEMA := local/grafana-schema

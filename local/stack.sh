@@ -10,6 +10,7 @@ PY=.venv/bin/python
 KAFKA_PORT=9092
 REDIS_PORT=6379
 WEB_PORT=6066
+PAGE_PORT=8080
 mkdir -p "$RUN"
 
 # Pid of a background app if its pid file names a live process, else nothing.
@@ -67,6 +68,12 @@ up() {
         FRAUD_MODEL_SIGNING_KEY="$(cat "$RUN/signing-key")"
         export FRAUD_MODEL_SIGNING_KEY
     fi
+    # The alerts page takes verdicts from holders of a token; the local stack makes one.
+    if [[ -z "${FRAUD_REVIEW_TOKENS:-}" ]]; then
+        [[ -s "$RUN/review-token" ]] || (umask 077; "$PY" -c "import secrets; print(secrets.token_urlsafe(24))" > "$RUN/review-token")
+        FRAUD_REVIEW_TOKENS="analyst:$(cat "$RUN/review-token")"
+        export FRAUD_REVIEW_TOKENS
+    fi
     # --datadir keeps the worker state out of the repository root (faust defaults to ./<app>-data).
     # `python -m stream` creates the topics (labels with one partition) before Faust starts.
     start_app worker "$PY" -m stream --datadir "$RUN/worker-data" worker -l info --web-port "$WEB_PORT"
@@ -74,11 +81,12 @@ up() {
     start_app producer-transactions "$PY" -m producers transactions --rate 200 --label-delay 10
     start_app producer-emails "$PY" -m producers emails --rate 20 --label-delay 10
     start_app lake-sink env FRAUD_LAKE_DIR="$RUN/lake" "$PY" -m batch sink
+    start_app alerts-page "$PY" -m stream alerts-page --port "$PAGE_PORT"
     # A crash at import or on bad settings shows within a second or two; say so now rather
     # than print "up" over a dead worker.
     sleep 3
     local failed=0 name
-    for name in worker producer-transactions producer-emails lake-sink; do
+    for name in worker producer-transactions producer-emails lake-sink alerts-page; do
         if ! alive "$name" >/dev/null; then
             failed=1
             echo >&2
@@ -96,8 +104,8 @@ up() {
 
 Local stack is up.
   logs:     $RUN/*.log   (tail -f $RUN/worker.log)
+  alerts:   http://127.0.0.1:$PAGE_PORT/   (reviewer token: $RUN/review-token, unless FRAUD_REVIEW_TOKENS was set)
   metrics:  http://127.0.0.1:$WEB_PORT/metrics
-  alerts:   redis-cli -p $REDIS_PORT XREVRANGE ${FRAUD_NAMESPACE:-fraud}:alerts + - COUNT 10
   retrain:  FRAUD_MODEL_SIGNING_KEY=\$(cat $RUN/signing-key) FRAUD_LAKE_DIR=$RUN/lake \\
               FRAUD_KAFKA_BOOTSTRAP=$FRAUD_KAFKA_BOOTSTRAP FRAUD_REDIS_URL=$FRAUD_REDIS_URL \\
               $PY -m batch retrain --profile-period-s 3600
@@ -108,6 +116,7 @@ EOF
 down() {
     # Producers first, then the worker (it commits offsets to Kafka while stopping),
     # then the servers.
+    stop_app alerts-page
     stop_app lake-sink
     stop_app producer-emails
     stop_app producer-transactions

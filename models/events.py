@@ -140,6 +140,35 @@ class Alert(Event, kw_only=True, frozen=True):
     summary: str = ""
     batch_version: str | None = None
     """The batch model's version, when a batch model took part in the score."""
+    features: dict[str, float] = {}
+    """The features served, so an analyst sees what the model saw (alerts page)."""
+
+
+ReviewVerdict = Literal["confirmed", "false_positive"]
+
+
+class Review(msgspec.Struct, kw_only=True, frozen=True):
+    """An analyst's verdict on one alert, recorded once; it is also published as a Label."""
+
+    schema_version: Version = SCHEMA_VERSION
+    alert_id: Id
+    event_id: Id
+    kind: Literal["transaction", "email"]
+    verdict: ReviewVerdict
+    reviewer: Short
+    reviewed_at: datetime
+    note: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+    def as_label(self) -> Label:
+        """The label this verdict teaches: confirmed means fraud/spam."""
+        return Label(
+            event_id=self.event_id,
+            event_time=self.reviewed_at,
+            kind=self.kind,
+            is_positive=self.verdict == "confirmed",
+            source="analyst",
+            reviewer=self.reviewer,
+        )
 
 
 class DeadLetter(msgspec.Struct, kw_only=True, frozen=True):

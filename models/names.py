@@ -88,6 +88,16 @@ class RedisKeys:
         """Capped Redis stream of recent alerts, read by the alerts page."""
         return f"{self.namespace}:alerts"
 
+    def review(self, alert_id: str) -> str:
+        """JSON of the analyst's verdict on one alert; set once (SET NX), kept with a TTL."""
+        return f"{self.namespace}:review:{alert_id}"
+
+    @property
+    def reviews_stream(self) -> str:
+        """Capped Redis stream of verdicts as they are given: every alerts page follows it,
+        so all open pages show a verdict within a second, whichever page took it."""
+        return f"{self.namespace}:reviews"
+
     def label_outcomes(self, scope: str, entity_id: str) -> str:
         """Sorted set of label outcomes seen for one entity (``scope`` is ``terminal`` or
         ``sender``), scored by label arrival time: the source of "risk from recent labels"."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
 
 ENV_PREFIX = "FRAUD_"
+MIN_TOKEN_CHARS = 16
 
 
 class SettingsError(ValueError):
@@ -106,6 +107,23 @@ class Settings:
         default="02:00", metadata={"help": "UTC time of day of the nightly retrain (HH:MM)"}
     )
 
+    alerts_page_port: int = field(default=8080, metadata={"help": "port of the live alerts page"})
+    review_tokens: str = field(
+        default="",
+        metadata={
+            "help": "reviewer:token pairs, comma-separated, that may mark alerts on the alerts "
+            f"page (tokens of {MIN_TOKEN_CHARS}+ characters); empty: the page is read-only"
+        },
+    )
+
+    def reviewers(self) -> dict[str, str]:
+        """Reviewer name by token, from ``review_tokens`` (validated by :meth:`validate`)."""
+        out: dict[str, str] = {}
+        for pair in filter(None, (p.strip() for p in self.review_tokens.split(","))):
+            name, _, token = pair.partition(":")
+            out[token.strip()] = name.strip()
+        return out
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read ``FRAUD_<FIELD>`` variables; explicit ``overrides`` win over the environment."""
@@ -150,6 +168,27 @@ class Settings:
             raise SettingsError(f"{ENV_PREFIX}PROMOTION_MARGIN must be in [0, 1)")
         if not _is_time_of_day(self.retrain_at):
             raise SettingsError(f"{ENV_PREFIX}RETRAIN_AT must be HH:MM (UTC), e.g. 02:00")
+        self._validate_review_tokens()
+
+    def _validate_review_tokens(self) -> None:
+        # Messages never echo a token: they end up in logs.
+        pairs = [p.strip() for p in self.review_tokens.split(",") if p.strip()]
+        names: set[str] = set()
+        tokens: set[str] = set()
+        for n, pair in enumerate(pairs, 1):
+            name, colon, token = (part.strip() for part in pair.partition(":"))
+            where = f"{ENV_PREFIX}REVIEW_TOKENS entry {n}"
+            if not colon or not name:
+                raise SettingsError(f"{where} must be reviewer:token, e.g. alice:<random token>")
+            if len(token) < MIN_TOKEN_CHARS:
+                raise SettingsError(
+                    f"{where} ({name}): the token must have at least {MIN_TOKEN_CHARS} characters "
+                    "(make one: python -c 'import secrets; print(secrets.token_urlsafe())')"
+                )
+            if name in names or token in tokens:
+                raise SettingsError(f"{where} ({name}): reviewer names and tokens must be unique")
+            names.add(name)
+            tokens.add(token)
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed, validated."""

@@ -1,5 +1,6 @@
 """``python -m stream worker [faust worker options]``: start a stream worker.
 ``python -m stream backtest FILE [options]``: score a labelled dataset offline.
+``python -m stream alerts-page [--host H] [--port N]``: serve the live alerts page.
 
 ``worker`` is a thin alias of ``faust -A stream.app worker`` so users need one entry point per
 part; ``backtest`` runs :mod:`stream.backtest` (no Kafka, no Redis, no Faust).
@@ -11,6 +12,7 @@ import sys
 
 USAGE = """usage: python -m stream [--datadir DIR] worker [worker options: -l info --web-port N]
        python -m stream backtest FILE|--generate KIND [options]   (backtest --help)
+       python -m stream alerts-page [--host H] [--port N]            (alerts-page --help)
 
 Starts a stream worker (same as: faust -A stream.app [--datadir DIR] worker ...). Two workers
 on one machine need distinct --web-port and --datadir. Configure it with FRAUD_* environment
@@ -23,6 +25,10 @@ def main(argv: list[str]) -> int:
         from stream.backtest import main as backtest
 
         return backtest(argv[1:])
+    if argv and argv[0] == "alerts-page":
+        from stream.alerts_page.cli import main as alerts_page
+
+        return alerts_page(argv[1:])
     if not argv or argv[0] in ("-h", "--help"):
         from models.settings import Settings
 

@@ -212,6 +212,7 @@ def score_batch(
                 model_version=model_version,
                 summary=spec.summary(event)[:SUMMARY_CHARS],
                 batch_version=batch_version,
+                features=x,
             )
         verdicts.append(Verdict(scored=scored, alert=alert, replayed=was_replayed))
     return verdicts

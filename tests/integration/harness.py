@@ -83,6 +83,51 @@ class WorkerProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+class AlertsPageProcess:
+    """A real ``python -m stream alerts-page`` subprocess on a free port, started and ready."""
+
+    def __init__(self, settings: Settings, workdir: Path, name: str = "alerts-page") -> None:
+        self.settings = settings
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 30.0) -> AlertsPageProcess:
+        env = dict(os.environ)
+        env.update(self.settings.to_env(), PYTHONUNBUFFERED="1")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stream", "alerts-page", "--port", str(self.port)],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"alerts page exited:\n{self.log_tail()}")
+            if "alerts page on http" in self.log_path.read_text(errors="replace"):
+                return self
+            time.sleep(0.1)
+        raise AssertionError(f"alerts page did not start in {timeout_s}s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
 def publish(settings: Settings, topic: str, events: Iterable[Any]) -> int:
     """Publish events keyed by entity (labels by event id), as the producers do."""
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)

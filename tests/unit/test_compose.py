@@ -43,6 +43,7 @@ PYTHON_SERVICES = {
     "lake-sink",
     "scheduler",
     "dashboards",
+    "alerts-page",
 }
 
 
@@ -65,6 +66,10 @@ def _interpolations(text: str) -> list[tuple[str, str, str]]:
     return found
 
 
+# Required values whose form is checked: a stand-in of that form.
+STAND_INS = {"FRAUD_REVIEW_TOKENS": "reviewer:stand-in-token-0123456789"}
+
+
 def _interpolate(value: Any) -> str:
     """``value`` as compose would pass it with .env unset: defaults used, required values
     replaced by a stand-in secret."""
@@ -76,7 +81,7 @@ def _interpolate(value: Any) -> str:
         if op in (":-", "-"):
             return arg
         if op in (":?", "?"):
-            return "stand-in-secret"
+            return STAND_INS.get(match["braced"], "stand-in-secret")
         return ""
 
     return INTERPOLATION.sub(replace, str(value)).replace("$$", "$")
@@ -199,6 +204,7 @@ def test_no_secret_has_a_default_value():
         "REDIS_PASSWORD",
         "FRAUD_MODEL_SIGNING_KEY",
         "GRAFANA_ADMIN_PASSWORD",
+        "FRAUD_REVIEW_TOKENS",
     }
     for name, op, arg in secrets:
         assert op == ":?" and arg.strip(), f"${{{name}}} must be ${{{name}:?message}}"
@@ -226,7 +232,7 @@ def test_redis_requires_the_password_everywhere():
         for name, service in services.items()
         if ENV_PREFIX + "REDIS_URL" in (env := _environment(service))
     }
-    assert set(urls) >= {"worker", "scheduler", "dashboards"}
+    assert set(urls) >= {"worker", "scheduler", "dashboards", "alerts-page"}
     for name, url in urls.items():
         assert url.startswith("redis://:${REDIS_PASSWORD:?"), f"{name}: {url}"
         assert url.endswith("@redis:6379/0"), f"{name}: {url}"
@@ -368,3 +374,14 @@ def test_env_example_carries_no_usable_secret():
     for name, value in _env_example().items():
         if SECRET_NAME.search(name):
             assert value == "", f".env.example: {name} must be left empty"
+
+
+def test_the_alerts_page_is_published_on_loopback_and_needs_review_tokens():
+    page = _services()["alerts-page"]
+    assert page["command"][2:4] == ["stream", "alerts-page"]
+    assert page["command"][page["command"].index("--host") + 1] == "0.0.0.0"
+    (port,) = page["ports"]
+    assert port.startswith("${ALERTS_PAGE_BIND:-127.0.0.1}:") and port.endswith(":8080")
+    assert _environment(page)[ENV_PREFIX + "REVIEW_TOKENS"].startswith("${FRAUD_REVIEW_TOKENS:?")
+    assert "/api/status" in " ".join(page["healthcheck"]["test"])
+    assert {"kafka", "redis"} <= set(page["depends_on"])
