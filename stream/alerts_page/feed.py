@@ -14,6 +14,7 @@ grow the server's memory; its EventSource reconnects and reloads the list.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -64,7 +65,7 @@ class AlertFeed:
         self._keys = keys
         self._capacity = capacity
         self._entries: OrderedDict[str, Entry] = OrderedDict()
-        self._subscribers: set[asyncio.Queue[Change]] = set()
+        self._subscribers: set[asyncio.Queue[Change | None]] = set()
         self._last_alert = "0-0"
         self._last_review = "0-0"
 
@@ -116,16 +117,24 @@ class AlertFeed:
                         self._last_review = _text(stream_id)
                         self._apply_review(fields)
 
-    def subscribe(self) -> asyncio.Queue[Change]:
-        queue: asyncio.Queue[Change] = asyncio.Queue(maxsize=QUEUE_SIZE)
+    def subscribe(self) -> asyncio.Queue[Change | None]:
+        queue: asyncio.Queue[Change | None] = asyncio.Queue(maxsize=QUEUE_SIZE)
         self._subscribers.add(queue)
         return queue
 
-    def unsubscribe(self, queue: asyncio.Queue[Change]) -> None:
+    def unsubscribe(self, queue: asyncio.Queue[Change | None]) -> None:
         self._subscribers.discard(queue)
 
-    def is_subscribed(self, queue: asyncio.Queue[Change]) -> bool:
+    def is_subscribed(self, queue: asyncio.Queue[Change | None]) -> bool:
         return queue in self._subscribers
+
+    def close(self) -> None:
+        """End every subscription (the server is stopping): each gets ``None`` as its last
+        item, so open event streams finish instead of holding the shutdown up."""
+        for queue in list(self._subscribers):
+            self._subscribers.discard(queue)
+            with contextlib.suppress(asyncio.QueueFull):  # a full one ends when drained
+                queue.put_nowait(None)
 
     def get(self, alert_id: str) -> Entry | None:
         return self._entries.get(alert_id)

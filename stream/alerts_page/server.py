@@ -67,6 +67,7 @@ def build_app(feed: AlertFeed, desk: ReviewDesk, reviewers: Reviewers) -> web.Ap
     app[DESK] = desk
     app[REVIEWERS] = reviewers
     app.on_response_prepare.append(_add_security_headers)
+    app.on_shutdown.append(_end_event_streams)
     app.router.add_get("/", _index)
     app.router.add_static("/static/", STATIC_DIR)
     app.router.add_get("/api/alerts", _list_alerts)
@@ -111,6 +112,10 @@ async def _errors_as_json(request: web.Request, handler: Any) -> web.StreamRespo
 async def _add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+
+
+async def _end_event_streams(app: web.Application) -> None:
+    app[FEED].close()
 
 
 async def _index(request: web.Request) -> web.FileResponse:
@@ -190,6 +195,8 @@ async def _events(request: web.Request) -> web.StreamResponse:
             except TimeoutError:
                 await response.write(b": keep-alive\n\n")
                 continue
+            if change is None:  # the server is stopping
+                break
             data = msgspec.json.encode(change.entry.to_json())
             await response.write(b"event: " + change.what.encode() + b"\ndata: " + data + b"\n\n")
     except (ConnectionResetError, ConnectionError):
