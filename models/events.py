@@ -203,14 +203,22 @@ def encode(event: msgspec.Struct) -> bytes:
     return _ENCODER.encode(event)
 
 
-def decode(raw: bytes, schema: type[E], *, now: float | None = None) -> E:
+def decode(
+    raw: bytes,
+    schema: type[E],
+    *,
+    now: float | None = None,
+    max_bytes: int | None = MAX_EVENT_BYTES,
+) -> E:
     """Decode and validate ``raw`` as ``schema``; raise :class:`InvalidEvent` with a reason.
 
     Beyond the types and bounds in the schema: the event time must carry a UTC offset and
-    not lie more than a day in the future, and float fields must be finite.
+    not lie more than a day in the future, and float fields must be finite. ``max_bytes``
+    guards against oversized input; a dead letter (which carries such input) is read with
+    ``max_bytes=None``.
     """
-    if len(raw) > MAX_EVENT_BYTES:
-        raise InvalidEvent(f"event of {len(raw)} bytes exceeds the {MAX_EVENT_BYTES}-byte limit")
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise InvalidEvent(f"event of {len(raw)} bytes exceeds the {max_bytes}-byte limit")
     decoder = _DECODERS.get(schema)
     if decoder is None:
         decoder = _DECODERS[schema] = msgspec.json.Decoder(schema)
@@ -220,6 +228,10 @@ def decode(raw: bytes, schema: type[E], *, now: float | None = None) -> E:
         raise InvalidEvent(f"invalid {schema.__name__}: {exc}") from None
     except msgspec.DecodeError as exc:
         raise InvalidEvent(f"undecodable {schema.__name__}: {exc}") from None
+    except UnicodeDecodeError:  # msgspec raises it for bad UTF-8 inside a string
+        raise InvalidEvent(f"undecodable {schema.__name__}: a string is not valid UTF-8") from None
+    except RecursionError:
+        raise InvalidEvent(f"undecodable {schema.__name__}: nested too deeply") from None
     if isinstance(event, Event):
         _check_event_time(event, now)
     if isinstance(event, Transaction):

@@ -216,6 +216,11 @@ class StreamWorker:
                 events.append(decode(message.value, schema))
             except InvalidEvent as exc:
                 self.dead_letter(message, exc.reason)
+            except Exception as exc:  # a decoder bug must not make the message a poison pill
+                log.exception(
+                    "decoding %s[%d]@%d failed", message.topic, message.partition, message.offset
+                )
+                self.dead_letter(message, f"could not be decoded ({type(exc).__name__})")
         return events
 
     def dead_letter(self, message: RawMessage, reason: str) -> None:
@@ -366,6 +371,10 @@ class StreamWorker:
                 labels.append((message.offset, decode(message.value, Label), message.value))
             except InvalidEvent as exc:
                 self.dead_letter(message, exc.reason)
+                counts["invalid"] += 1
+            except Exception as exc:  # as in _decode_all: never a poison pill
+                log.exception("decoding label %d failed", message.offset)
+                self.dead_letter(message, f"could not be decoded ({type(exc).__name__})")
                 counts["invalid"] += 1
         for _ in range(CHECKPOINT_ATTEMPTS):
             labels = [item for item in labels if item[0] > self.label_offset]

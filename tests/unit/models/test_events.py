@@ -158,3 +158,11 @@ def test_alerts_require_a_decision_that_is_not_allow():
     )
     with pytest.raises(InvalidEvent, match=r"\$.decision"):
         decode(as_json(alert, decision="allow"), Alert)
+
+
+def test_bad_utf8_inside_a_string_is_refused_not_raised():
+    """msgspec raises UnicodeDecodeError (not a DecodeError) for this: found by the fuzz test,
+    where it crashed the scoring agent."""
+    raw = encode(factories.transaction(1)).replace(b'"grocery"', b'"groc\xff\xfe\xc3ry"')
+    with pytest.raises(InvalidEvent, match="a string is not valid UTF-8"):
+        decode(raw, Transaction)
