@@ -1,10 +1,11 @@
-"""``python -m dashboards {provision,export}``: Grafana dashboards and alert rules as code.
+"""``python -m dashboards {provision,export,render}``: Grafana dashboards and alert rules as
+code, and pictures of the dashboards.
 
 The entry point reads the environment once (``GRAFANA_*``, ``PROMETHEUS_URL`` and the
 ``FRAUD_*`` settings), flags win, and hands plain values down. Credentials have no default:
-a token (``GRAFANA_TOKEN``) or a user and password. Exit codes: 0 done, 1 Grafana
-unreachable, refusing the credentials or a change (or a bad ``FRAUD_`` variable), 2 bad
-arguments, 130 interrupted. No error prints a traceback.
+a token (``GRAFANA_TOKEN``) or a user and password. Exit codes: 0 done, 1 Grafana or
+Prometheus unreachable, refusing the credentials or a change or a query (or a bad ``FRAUD_``
+variable), 2 bad arguments, 130 interrupted. No error prints a traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,7 +26,9 @@ from grafana_client import GrafanaApi
 from dashboards import datasources
 from dashboards.catalog import all_dashboards
 from dashboards.datasources import DataSourceError
-from dashboards.provision import Plan, Provisioner, ProvisionError
+from dashboards.provision import Plan, Provisioner, ProvisionError, duration_s
+from dashboards.render_prometheus import Prometheus, PrometheusError
+from dashboards.render_queries import TimeRange
 from models import arguments
 from models.settings import Settings, SettingsError
 
@@ -38,6 +42,14 @@ ENV_HELP = """environment (flags win):
   FRAUD_NAMESPACE    namespace of that stream's key (fraud:alerts by default)"""
 
 _positive = arguments.number(0.0, inclusive=False)
+
+
+def _duration(text: str) -> float:
+    """A Prometheus duration (``15m``, ``1h30m``) of more than zero, in seconds."""
+    seconds = duration_s(text)
+    if not seconds:
+        raise argparse.ArgumentTypeError(f"not a duration such as 15m, 1h or 90s: {text!r}")
+    return seconds
 
 
 class UsageError(Exception):
@@ -112,7 +124,64 @@ def build_parser() -> argparse.ArgumentParser:
         f"{datasources.PROMETHEUS_UID} (and a Redis one, {datasources.ALERTS_UID}).",
     )
     export.add_argument("dir", metavar="DIR", help="directory to write (created if missing)")
+    _add_render(commands)
     return parser
+
+
+RENDER_ENV_HELP = """environment:
+  FRAUD_NAMESPACE    namespace of the recent-alerts stream named on the live-alerts panels
+
+exit codes: 0 pictures written; 1 Prometheus unreachable, or a query refused (the pictures
+are still written, the error shown on its panel); 2 bad arguments."""
+
+
+def _add_render(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    render = arguments.subcommand(
+        commands,
+        "render",
+        help="draw a PNG of each dashboard from its JSON, with data from Prometheus",
+        description="Lay out each dashboard's panels by their gridPos and draw them with\n"
+        "matplotlib, querying Prometheus's HTTP API with each panel's PromQL as Grafana\n"
+        "would ($__rate_interval, $__interval and $__range filled in for the range).\n"
+        "Writes DIR/<uid>.png per dashboard. Not Grafana's own rendering: panels on other\n"
+        "data sources (the Redis live-alerts tables) say what they show in Grafana.",
+        epilog=RENDER_ENV_HELP,
+    )
+    render.set_defaults(command_parser=render)
+    render.add_argument(
+        "--prometheus", required=True, metavar="URL", help="Prometheus base URL to query"
+    )
+    render.add_argument("--out", required=True, metavar="DIR", help="directory for the PNGs")
+    render.add_argument(
+        "--range",
+        type=_duration,
+        default=_duration("15m"),
+        metavar="DURATION",
+        help="time range every panel shows, ending now (default 15m; the dashboards' own "
+        "ranges, 1h to 24h, are mostly empty on a freshly started stack)",
+    )
+    render.add_argument(
+        "--dashboard",
+        action="extend",
+        nargs="+",
+        metavar="UID",
+        help="only these dashboards (repeatable; default all)",
+    )
+    render.add_argument(
+        "--scrape-interval",
+        type=_duration,
+        default=_duration(datasources.DEFAULT_SCRAPE_INTERVAL),
+        metavar="DURATION",
+        help="Prometheus's scrape_interval, for $__rate_interval "
+        f"(default {datasources.DEFAULT_SCRAPE_INTERVAL})",
+    )
+    render.add_argument(
+        "--timeout",
+        type=_positive,
+        default=10.0,
+        metavar="SECONDS",
+        help="give up on a Prometheus request after this long (default %(default)s)",
+    )
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -123,11 +192,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         settings = Settings.from_env(env)
         if args.command == "export":
             return _export(Path(args.dir), settings)
+        if args.command == "render":
+            return _render(args, settings)
         return _provision(args, env, settings)
     except UsageError as exc:
         command_parser: argparse.ArgumentParser = args.command_parser
         command_parser.error(str(exc))
-    except (SettingsError, ProvisionError) as exc:
+    except (SettingsError, ProvisionError, PrometheusError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -144,6 +215,39 @@ def _export(directory: Path, settings: Settings) -> int:
             print(path)
     except OSError as exc:
         raise UsageError(f"cannot write {directory}: {exc.strerror or exc}") from None
+    return 0
+
+
+def _render(args: argparse.Namespace, settings: Settings) -> int:
+    boards = all_dashboards(settings.namespace)
+    known = [board["uid"] for board in boards]
+    unknown = [uid for uid in args.dashboard or [] if uid not in known]
+    if unknown:
+        raise UsageError(f"no dashboard {', '.join(unknown)}; known: {', '.join(known)}")
+    if args.dashboard:
+        boards = [board for board in boards if board["uid"] in args.dashboard]
+    parts = urlsplit(args.prometheus)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"Prometheus URL must be http(s)://host[:port], not {args.prometheus!r}")
+    # matplotlib is loaded only here: provision and export do without it.
+    from dashboards.render import render_all
+
+    time_range = TimeRange(end=time.time(), span_s=args.range, scrape_s=args.scrape_interval)
+    try:
+        rendered = render_all(
+            boards, Prometheus(args.prometheus, args.timeout), time_range, Path(args.out)
+        )
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    failed = 0
+    for picture in rendered:
+        print(picture.path)
+        for problem in picture.failed:
+            print(f"query failed: {picture.uid} / {problem}", file=sys.stderr)
+        failed += len(picture.failed)
+    if failed:
+        print(f"error: {failed} queries failed (shown on their panels)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -11,12 +11,13 @@ from typing import Any
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram, Info
 
-from models.names import Metrics
+from models.names import EVENT_KINDS, Metrics
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 """0.05 apart on [0, 1] (the last is 1.0; +Inf is added): fine enough for drift quantiles."""
 LABEL_DELAY_BUCKETS = (
+    *(5.0, 10.0, 15.0, 30.0),  # seconds: demo producers, quick analysts
     *(60.0, 300.0, 900.0, 1800.0),  # minutes: analysts, spam reports
     *(3600.0, 3 * 3600.0, 6 * 3600.0, 12 * 3600.0),  # hours
     *(86_400.0 * d for d in (1, 2, 3, 5, 7, 14, 30)),  # days: chargebacks
@@ -81,6 +82,11 @@ MODEL_SWAPS = Counter(
     ["kind", "outcome"],
 )
 BATCH_MODEL = Info(Metrics.BATCH_MODEL, "Batch model in use (version 'none' for none)", ["kind"])
+# Every swap series exists from the start at 0: a series born at 1 hides its first swap
+# from increase() and rate() (no earlier sample to compare with).
+for _kind in EVENT_KINDS:
+    for _outcome in ("swapped", "refused"):
+        MODEL_SWAPS.labels(_kind, _outcome)
 
 
 def observe_many(child: Any, values: Sequence[float]) -> None:
