@@ -1,4 +1,4 @@
-"""``python -m benchmarks [worker|latency|producer|all] [options]``: run the benchmarks.
+"""``python -m benchmarks [COMMAND] [options]``: run the benchmarks (``--help`` lists them).
 
 Each one starts its own Kafka broker and Redis on free ports (``local/``) unless given
 ``--bootstrap-servers`` / ``--redis-url``; ``all`` (the default, what ``make bench`` runs)
@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-USAGE = """usage: python -m benchmarks [worker|latency|producer|retrain|all] [options]
+USAGE = """usage: python -m benchmarks [worker|latency|producer|retrain|features|swap|all] [options]
 
   worker     throughput of the stream worker next to its ceiling (scoring in memory) and
              its floor (a per-event Faust agent), on 200,000 synthetic transactions
@@ -21,6 +21,11 @@ USAGE = """usage: python -m benchmarks [worker|latency|producer|retrain|all] [op
   producer   synthetic transactions per second one producer process sends
   retrain    time and peak memory of a transaction retrain on a lake of --events events
              (not part of all: it builds a lake of millions of events first)
+  features   batch feature building, Polars (batch/features.py) against pandas on the same
+             --events transactions: outputs checked equal, then wall time and peak memory
+             (needs no broker; not part of all)
+  swap       hot swap: from publishing a batch model (registry + announcement) to the first
+             event scored with it, with a worker scoring a steady stream (not part of all)
   all        the three in turn, sharing one broker and Redis (the default)
 
 `python -m benchmarks COMMAND --help` lists a command's options. Each run starts its own
@@ -70,11 +75,25 @@ def _retrain(argv: list[str]) -> int:
     return retrain.main(argv)
 
 
+def _features(argv: list[str]) -> int:
+    from benchmarks import features
+
+    return features.main(argv)
+
+
+def _swap(argv: list[str]) -> int:
+    from benchmarks import swap
+
+    return swap.main(argv)
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "worker": _worker,
     "latency": _latency,
     "producer": _producer,
     "retrain": _retrain,
+    "features": _features,
+    "swap": _swap,
 }
 
 
