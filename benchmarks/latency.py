@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from kafka import KafkaConsumer, TopicPartition
 
 from benchmarks import stack
 from models.events import utc_from_timestamp
@@ -125,30 +124,13 @@ def read_topic(
     settings: Settings, topic: str, timeout_s: float = 120.0
 ) -> dict[str, tuple[Stamps, float]]:
     """Event id -> (its stamps, the broker's stamp) for every message of ``topic``."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        enable_auto_commit=False,
-        client_id="bench-latency-reader",
-        fetch_max_bytes=64 * 1024 * 1024,
-        max_partition_fetch_bytes=16 * 1024 * 1024,
-    )
     decode = msgspec.json.Decoder(Stamps).decode
     found: dict[str, tuple[Stamps, float]] = {}
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < ends[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"read only {len(found):,} messages of {topic}")
-            for records in consumer.poll(timeout_ms=1000, max_records=50_000).values():
-                for record in records:
-                    stamps = decode(record.value)
-                    found[stamps.event_id] = (stamps, record.timestamp / 1000.0)
-    finally:
-        consumer.close()
+    for value, appended in stack.read_all(
+        settings, topic, client_id="bench-latency-reader", timeout_s=timeout_s
+    ):
+        stamps = decode(value)
+        found[stamps.event_id] = (stamps, appended)
     return found
 
 

@@ -163,6 +163,34 @@ def _partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
     return [TopicPartition(topic, p) for p in sorted(found)]
 
 
+def read_all(
+    settings: Settings, topic: str, *, client_id: str, timeout_s: float = 120.0
+) -> Iterator[tuple[bytes, float]]:
+    """Every message of ``topic`` as it is now, from the start: (value, the broker's stamp in
+    POSIX seconds). Raises ``TimeoutError`` when it cannot reach the end in ``timeout_s``."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        client_id=client_id,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+    try:
+        tps = _partitions(consumer, topic)
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end in {timeout_s:.0f} s")
+            for records in consumer.poll(timeout_ms=1000, max_records=50_000).values():
+                for record in records:
+                    yield record.value, record.timestamp / 1000.0
+    finally:
+        consumer.close()
+
+
 def message_count(consumer: KafkaConsumer, topic: str) -> int:
     tps = _partitions(consumer, topic)
     if not tps:

@@ -161,36 +161,17 @@ def read_first_stamps(settings: Settings) -> dict[str, tuple[float, float]]:
     """Per batch version: (earliest broker stamp, earliest ``scored_at``) of its scored
     events, over the whole scored topic."""
     topic = Topics.for_namespace(settings.namespace).scored
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        enable_auto_commit=False,
-        client_id="bench-swap-reader",
-        fetch_max_bytes=64 * 1024 * 1024,
-        max_partition_fetch_bytes=16 * 1024 * 1024,
-    )
     decode = msgspec.json.Decoder(Versioned).decode
     first: dict[str, tuple[float, float]] = {}
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        deadline = time.monotonic() + 120
-        while any(consumer.position(tp) < ends[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {topic} to its end")
-            for records in consumer.poll(timeout_ms=1000, max_records=50_000).values():
-                for record in records:
-                    event = decode(record.value)
-                    if event.batch_version is None:
-                        continue
-                    appended, decided = record.timestamp / 1000.0, event.scored_at.timestamp()
-                    seen = first.get(event.batch_version)
-                    if seen is not None:
-                        appended, decided = min(seen[0], appended), min(seen[1], decided)
-                    first[event.batch_version] = (appended, decided)
-    finally:
-        consumer.close()
+    for value, appended in stack.read_all(settings, topic, client_id="bench-swap-reader"):
+        event = decode(value)
+        if event.batch_version is None:
+            continue
+        decided = event.scored_at.timestamp()
+        seen = first.get(event.batch_version)
+        if seen is not None:
+            appended, decided = min(seen[0], appended), min(seen[1], decided)
+        first[event.batch_version] = (appended, decided)
     return first
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+import polars as pl
 
 from models.events import Email, Label, ScoredEvent, Transaction, utc_from_timestamp
 
@@ -101,3 +104,40 @@ def scored(n: int, *, at: float | None = None, **fields: Any) -> ScoredEvent:
     }
     values.update(fields)
     return ScoredEvent(**values)
+
+
+# Frames as the batch job reads them (tests of batch.features and its pandas benchmark twin).
+
+
+def transactions_frame(txns: Sequence[Transaction], *, float_times: bool = False) -> pl.DataFrame:
+    """The transactions as the batch job reads them, in arrival order."""
+    extras = sorted({name for txn in txns for name in txn.extra})
+    columns: dict[str, list] = {
+        "event_id": [txn.event_id for txn in txns],
+        "event_time": [txn.timestamp if float_times else txn.event_time for txn in txns],
+        "card_id": [txn.card_id for txn in txns],
+        "amount": [txn.amount for txn in txns],
+        "country": [txn.country for txn in txns],
+        "device_id": [txn.device_id for txn in txns],
+        "channel": [txn.channel for txn in txns],
+        "terminal_id": [txn.terminal_id for txn in txns],
+    }
+    for name in extras:
+        columns[f"extra_{name}"] = [txn.extra.get(name) for txn in txns]
+    return pl.DataFrame(columns)
+
+
+def outcomes_frame(labels: Sequence[tuple[str, float, bool]]) -> pl.DataFrame:
+    """(terminal, label arrival time, is positive) as the batch features read label outcomes."""
+    return pl.DataFrame(
+        {
+            "terminal_id": [terminal for terminal, _, _ in labels],
+            "label_time": [utc_from_timestamp(arrival) for _, arrival, _ in labels],
+            "is_positive": [positive for _, _, positive in labels],
+        },
+        schema={
+            "terminal_id": pl.String,
+            "label_time": pl.Datetime("us", "UTC"),
+            "is_positive": pl.Boolean,
+        },
+    )

@@ -16,7 +16,7 @@ import pytest
 
 from batch.features import label_outcomes, transaction_features_frame
 from benchmarks.features_pandas import differences, transaction_features_pandas
-from models.events import Transaction, utc_from_timestamp
+from models.events import Transaction
 from models.features import (
     CARD_HISTORY_CAP,
     DAY_S,
@@ -28,39 +28,10 @@ from models.features import (
 from producers.labels import LabelQueue
 from producers.transactions import TransactionSimulator
 from tests.factories import T0, transaction
+from tests.factories import outcomes_frame as outcomes
+from tests.factories import transactions_frame as frame
 
 T = T0 + 30 * DAY_S
-
-
-def frame(txns: list[Transaction]) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "event_id": [txn.event_id for txn in txns],
-            "event_time": [txn.event_time for txn in txns],
-            "card_id": [txn.card_id for txn in txns],
-            "amount": [txn.amount for txn in txns],
-            "country": [txn.country for txn in txns],
-            "device_id": [txn.device_id for txn in txns],
-            "channel": [txn.channel for txn in txns],
-            "terminal_id": [txn.terminal_id for txn in txns],
-        },
-        schema_overrides={"event_time": pl.Datetime("us", "UTC")},
-    )
-
-
-def outcomes(labels: list[tuple[str, float, bool]]) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "terminal_id": [terminal for terminal, _, _ in labels],
-            "label_time": [utc_from_timestamp(at) for _, at, _ in labels],
-            "is_positive": [positive for _, _, positive in labels],
-        },
-        schema={
-            "terminal_id": pl.String,
-            "label_time": pl.Datetime("us", "UTC"),
-            "is_positive": pl.Boolean,
-        },
-    )
 
 
 def assert_same(transactions: pl.DataFrame, terminal_outcomes: pl.DataFrame | None) -> None:

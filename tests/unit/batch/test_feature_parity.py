@@ -35,7 +35,8 @@ from models.features import (
     card_history_after,
     transaction_features,
 )
-from tests.factories import T0, transaction
+from tests.factories import T0, outcomes_frame, transaction
+from tests.factories import transactions_frame as frame
 
 TOLERANCE = 1e-9
 EXACT = {
@@ -94,39 +95,6 @@ def stream_features(txns: Sequence[Transaction], labels: Sequence[Label] = ()) -
         rows.append(transaction_features(txn, history, outcomes.at(txn.terminal_id, txn.timestamp)))
         histories[txn.card_id] = card_history_after(history, txn)
     return rows
-
-
-def frame(txns: Sequence[Transaction], *, float_times: bool = False) -> pl.DataFrame:
-    """The transactions as the batch job reads them, in arrival order."""
-    extras = sorted({name for txn in txns for name in txn.extra})
-    columns: dict[str, list] = {
-        "event_id": [txn.event_id for txn in txns],
-        "event_time": [txn.timestamp if float_times else txn.event_time for txn in txns],
-        "card_id": [txn.card_id for txn in txns],
-        "amount": [txn.amount for txn in txns],
-        "country": [txn.country for txn in txns],
-        "device_id": [txn.device_id for txn in txns],
-        "channel": [txn.channel for txn in txns],
-        "terminal_id": [txn.terminal_id for txn in txns],
-    }
-    for name in extras:
-        columns[f"extra_{name}"] = [txn.extra.get(name) for txn in txns]
-    return pl.DataFrame(columns)
-
-
-def outcomes_frame(labels: Sequence[Label]) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "terminal_id": [terminal for terminal, _, _ in labels],
-            "label_time": [utc_from_timestamp(arrival) for _, arrival, _ in labels],
-            "is_positive": [positive for _, _, positive in labels],
-        },
-        schema={
-            "terminal_id": pl.String,
-            "label_time": pl.Datetime("us", "UTC"),
-            "is_positive": pl.Boolean,
-        },
-    )
 
 
 def batch_features(
