@@ -16,17 +16,16 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import orjson
 import polars as pl
 import scipy.sparse as sp
 
 from models import weights
+from models.evaluation import FloatArray
 from models.features import EXTRA_FEATURE_PREFIX, dense_feature_names
 from models.names import EventKind
 from models.text import TEXT_FEATURE_PREFIX, TOKEN_BUCKETS
 
-FloatArray = npt.NDArray[np.float64]
 SAMPLE_FOR_EXTRAS = 10_000
 CONSTANT_STD = 1e-9
 """A column whose std is this small relative to its mean is constant (an empty profile all

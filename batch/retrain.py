@@ -47,11 +47,11 @@ from batch.dataset import (
 from batch.profiles import DEFAULT_PERIOD_S, PROFILES, point_in_time, snapshot
 from models import evaluation, weights
 from models.batch_registry import BatchModelRegistry
+from models.evaluation import FloatArray
 from models.features import FEATURE_SET_VERSIONS
 from models.names import EventKind, RedisKeys
 from models.settings import Settings
 
-FloatArray = npt.NDArray[np.float64]
 TOP_K_PER_DAY = 50
 
 

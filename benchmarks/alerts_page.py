@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from benchmarks import stack
-from benchmarks.latency import Produced, _probe, produce_paced, summary
+from benchmarks.latency import Produced, probe, produce_paced, summary
 from models.names import Topics
 
 ISO = datetime.fromisoformat
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         topics = Topics.for_namespace(settings.namespace)
         stack.create_topics(settings, [topics.scored, topics.transactions])
         worker = cleanup.enter_context(stack.FaustProcess("stream", "worker", settings, workdir))
-        print(f"worker scored a probe {_probe(settings, worker):.1f} s after it started")
+        print(f"worker scored a probe {probe(settings, worker):.1f} s after it started")
         port = stack.free_port()
         env = {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
         log = open(workdir / "alerts-page.log", "ab")  # noqa: SIM115 - closed by the stack

@@ -209,8 +209,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _probe(settings: Settings, worker: stack.FaustProcess) -> float:
-    """Publish one event and wait until it is scored: the worker is then running."""
+def probe(settings: Settings, worker: stack.FaustProcess) -> float:
+    """Publish one event and wait until it is scored: the worker is then running (used by
+    every benchmark that starts a worker). Returns the seconds it took."""
     from models.events import Transaction
 
     probe = Transaction(
@@ -252,7 +253,7 @@ def main(argv: list[str]) -> int:
                 "stream", "worker", settings, workdir, extra_env=extra_env, profile=args.profile
             )
         )
-        waited = _probe(settings, worker)
+        waited = probe(settings, worker)
         print(f"worker scored a probe event {waited:.1f} s after it started", flush=True)
 
         ctx = multiprocessing.get_context("spawn")

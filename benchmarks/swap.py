@@ -59,7 +59,7 @@ import msgspec
 from kafka import KafkaConsumer, TopicPartition
 
 from benchmarks import stack
-from benchmarks.latency import _probe, percentile
+from benchmarks.latency import percentile, probe
 from models.events import utc_from_timestamp
 from models.names import EventKind, Topics
 from models.settings import Settings
@@ -337,7 +337,7 @@ def main(argv: list[str]) -> int:
         topics = Topics.for_namespace(settings.namespace)
         stack.create_topics(settings, [topics.scored])
         worker = cleanup.enter_context(stack.FaustProcess("stream", "worker", settings, workdir))
-        waited = _probe(settings, worker)
+        waited = probe(settings, worker)
         print(f"worker scored a probe event {waited:.1f} s after it started", flush=True)
 
         client = redis.Redis.from_url(settings.redis_url)

@@ -12,6 +12,38 @@ import shutil
 import sys
 import tempfile
 import time
+from pathlib import Path
+from typing import Any
+
+
+class BrowserMissing(RuntimeError):
+    """Debian's chromium or chromedriver is not installed."""
+
+
+def headless_chromium(profile_dir: Path, size: str = "1600,900") -> Any:
+    """Debian's headless Chromium driven through its chromedriver (Selenium). Nothing is
+    downloaded: Selenium Manager is not consulted when the driver path is given. Also used
+    by the alerts-page browser test."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if browser is None or driver is None:
+        raise BrowserMissing(
+            "chromium and chromedriver are needed: make setup "
+            "(apt-get install chromium chromium-driver)"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        f"--window-size={size}",
+        f"--user-data-dir={profile_dir}",
+    ):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(driver), options=options)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,32 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", default="", help="reviewer token to sign in with")
     parser.add_argument("--size", default="1600,900", help="window size W,H (default 1600,900)")
     args = parser.parse_args(argv)
-    browser, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    if browser is None or driver_path is None:
-        print(
-            "needs chromium and chromedriver: apt-get install chromium chromium-driver",
-            file=sys.stderr,
-        )
-        return 1
-    from selenium import webdriver
     from selenium.common.exceptions import WebDriverException
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
     with tempfile.TemporaryDirectory() as profile:
-        for flag in (
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-dev-shm-usage",
-            f"--window-size={args.size}",
-            f"--user-data-dir={profile}",
-        ):
-            options.add_argument(flag)
-        driver = webdriver.Chrome(service=Service(driver_path), options=options)
+        try:
+            driver = headless_chromium(Path(profile), args.size)
+        except BrowserMissing as exc:
+            print(exc, file=sys.stderr)
+            return 1
         try:
             wait = WebDriverWait(driver, 20)
             driver.get(args.url)

@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from models.features import DAY_S
+
 FloatArray = npt.NDArray[np.float64]
-DAY_S = 86_400.0
 
 
 @dataclass(frozen=True)

@@ -118,11 +118,15 @@ class Settings:
 
     def reviewers(self) -> dict[str, str]:
         """Reviewer name by token, from ``review_tokens`` (validated by :meth:`validate`)."""
-        out: dict[str, str] = {}
-        for pair in filter(None, (p.strip() for p in self.review_tokens.split(","))):
-            name, _, token = pair.partition(":")
-            out[token.strip()] = name.strip()
-        return out
+        return {token: name for name, _, token in self._review_entries()}
+
+    def _review_entries(self) -> list[tuple[str, str, str]]:
+        """(name, ":" or "" when missing, token) of each ``review_tokens`` entry, stripped."""
+        entries = (entry.strip() for entry in self.review_tokens.split(","))
+        return [
+            (name.strip(), colon, token.strip())
+            for name, colon, token in (entry.partition(":") for entry in entries if entry)
+        ]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -172,11 +176,9 @@ class Settings:
 
     def _validate_review_tokens(self) -> None:
         # Messages never echo a token: they end up in logs.
-        pairs = [p.strip() for p in self.review_tokens.split(",") if p.strip()]
         names: set[str] = set()
         tokens: set[str] = set()
-        for n, pair in enumerate(pairs, 1):
-            name, colon, token = (part.strip() for part in pair.partition(":"))
+        for n, (name, colon, token) in enumerate(self._review_entries(), 1):
             where = f"{ENV_PREFIX}REVIEW_TOKENS entry {n}"
             if not colon or not name:
                 raise SettingsError(f"{where} must be reviewer:token, e.g. alice:<random token>")

@@ -16,8 +16,7 @@ import random
 import time
 from typing import Protocol
 
-DAY_S = 86_400.0
-HOUR_S = 3_600.0
+from models.features import DAY_S, HOUR_S
 
 _HOURLY_SHAPE = (
     0.25,

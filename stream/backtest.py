@@ -18,8 +18,9 @@ from the features served the first time and its label counts once, as in the wor
 
 The backtest needs no Kafka and no Redis: histories and label outcomes live in dicts. Its
 scores equal the live worker's for the same events and the same starting model
-(``tests/integration/test_backtest_parity.py`` checks it on a real worker). Batch and hybrid
-scores are left empty until the batch job (issue 3) exists.
+(``tests/integration/test_backtest_parity.py`` checks it on a real worker). It scores with
+the online model only: the batch and hybrid columns stay empty; the nightly retrain's
+evaluation compares online, batch and hybrid (``benchmarks.quality_hybrid``).
 
 Sources: a CSV or Parquet file mapped with ``--map FIELD=COLUMN`` or ``--mapping FILE``
 through ``models.tabular`` (the definition ``python -m producers replay`` uses), or a
@@ -643,7 +644,8 @@ def _markdown(result: dict[str, Any]) -> str:
         f"peak memory {result['peak_rss_mb']:,.0f} MiB",
         f"- online model: {result['model']['learned_at_start']:,} labels learned at start, "
         f"{result['model']['learned_at_end']:,} at the end",
-        "- batch and hybrid scores: not available yet (the batch job does not exist)",
+        "- batch and hybrid scores: not computed by the backtest (online model only; the "
+        "retrain report compares online, batch and hybrid)",
     ]
     lines += [f"- note: {note}" for note in result["notes"]]
     lines += [
@@ -695,7 +697,7 @@ def _text_summary(result: dict[str, Any]) -> str:
             f"{_fmt(t['recall'])} F1 {_fmt(t['f1'])} FPR {_fmt(t['false_positive_rate'])}"
             + (f"  top-{top['k']}/day {_fmt(top['value'])}" if top else "")
         )
-    lines.append("  batch, hybrid: not available (no batch model yet)")
+    lines.append("  batch, hybrid: not computed by the backtest (see the retrain report)")
     return "\n".join(lines)
 
 
@@ -845,7 +847,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--scores-out",
         metavar="FILE",
         help="one row per event (.csv or .parquet): event_id, event_time, entity_id, label, "
-        "online_score, batch_score, hybrid_score (empty for now), decision",
+        "online_score, batch_score, hybrid_score (empty: online model only), decision",
     )
     out.add_argument(
         "--with-features",

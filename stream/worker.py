@@ -33,7 +33,15 @@ import orjson
 import redis.asyncio as aioredis
 
 from models import features as F
-from models.events import DeadLetter, InvalidEvent, Label, decode, encode, utc_from_timestamp
+from models.events import (
+    DeadLetter,
+    E,
+    InvalidEvent,
+    Label,
+    decode,
+    encode,
+    utc_from_timestamp,
+)
 from models.names import EVENT_KINDS, EventKind, RedisKeys, Topics
 from models.online import OnlineModel
 from models.registry import NO_OFFSET, CheckpointConflict, OnlineCheckpoints
@@ -210,18 +218,21 @@ class StreamWorker:
         return verdicts
 
     def _decode_all(self, schema: type[Any], messages: Sequence[RawMessage]) -> list[Any]:
-        events = []
-        for message in messages:
-            try:
-                events.append(decode(message.value, schema))
-            except InvalidEvent as exc:
-                self.dead_letter(message, exc.reason)
-            except Exception as exc:  # a decoder bug must not make the message a poison pill
-                log.exception(
-                    "decoding %s[%d]@%d failed", message.topic, message.partition, message.offset
-                )
-                self.dead_letter(message, f"could not be decoded ({type(exc).__name__})")
-        return events
+        decoded = (self._decode_or_dead_letter(message, schema) for message in messages)
+        return [event for event in decoded if event is not None]
+
+    def _decode_or_dead_letter(self, message: RawMessage, schema: type[E]) -> E | None:
+        """The message as ``schema``, or None once it is on the dead-letter topic with why."""
+        try:
+            return decode(message.value, schema)
+        except InvalidEvent as exc:
+            self.dead_letter(message, exc.reason)
+        except Exception as exc:  # a decoder bug must not make the message a poison pill
+            log.exception(
+                "decoding %s[%d]@%d failed", message.topic, message.partition, message.offset
+            )
+            self.dead_letter(message, f"could not be decoded ({type(exc).__name__})")
+        return None
 
     def dead_letter(self, message: RawMessage, reason: str) -> None:
         """Keep an unusable message, with why, on the dead-letter topic; never raise."""
@@ -367,15 +378,11 @@ class StreamWorker:
             if message.offset <= self.label_offset:
                 counts["replayed"] += 1
                 continue
-            try:
-                labels.append((message.offset, decode(message.value, Label), message.value))
-            except InvalidEvent as exc:
-                self.dead_letter(message, exc.reason)
+            label = self._decode_or_dead_letter(message, Label)
+            if label is None:
                 counts["invalid"] += 1
-            except Exception as exc:  # as in _decode_all: never a poison pill
-                log.exception("decoding label %d failed", message.offset)
-                self.dead_letter(message, f"could not be decoded ({type(exc).__name__})")
-                counts["invalid"] += 1
+            else:
+                labels.append((message.offset, label, message.value))
         for _ in range(CHECKPOINT_ATTEMPTS):
             labels = [item for item in labels if item[0] > self.label_offset]
             if not labels:

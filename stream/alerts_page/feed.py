@@ -49,12 +49,14 @@ class Entry:
         return out
 
 
-@dataclass(frozen=True)
-class Change:
-    """What a subscriber is told: a new alert, or a verdict on one."""
+Message = bytes | None
+"""What a subscriber receives: one Server-Sent Event, encoded once for every subscriber,
+or ``None`` when the server stops."""
 
-    what: Literal["alert", "review"]
-    entry: Entry
+
+def event_message(what: Literal["alert", "review"], entry: Entry) -> bytes:
+    """The Server-Sent Event of a new alert or a verdict: ``event: <what>`` and the entry."""
+    return b"event: " + what.encode() + b"\ndata: " + msgspec.json.encode(entry.to_json()) + b"\n\n"
 
 
 class AlertFeed:
@@ -65,7 +67,7 @@ class AlertFeed:
         self._keys = keys
         self._capacity = capacity
         self._entries: OrderedDict[str, Entry] = OrderedDict()
-        self._subscribers: set[asyncio.Queue[Change | None]] = set()
+        self._subscribers: set[asyncio.Queue[Message]] = set()
         self._last_alert = "0-0"
         self._last_review = "0-0"
 
@@ -112,20 +114,20 @@ class AlertFeed:
                     if is_alerts:
                         entry = self._add(stream_id, fields)
                         if entry is not None:
-                            self._broadcast(Change("alert", entry))
+                            self._broadcast(event_message("alert", entry))
                     else:
                         self._last_review = _text(stream_id)
                         self._apply_review(fields)
 
-    def subscribe(self) -> asyncio.Queue[Change | None]:
-        queue: asyncio.Queue[Change | None] = asyncio.Queue(maxsize=QUEUE_SIZE)
+    def subscribe(self) -> asyncio.Queue[Message]:
+        queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=QUEUE_SIZE)
         self._subscribers.add(queue)
         return queue
 
-    def unsubscribe(self, queue: asyncio.Queue[Change | None]) -> None:
+    def unsubscribe(self, queue: asyncio.Queue[Message]) -> None:
         self._subscribers.discard(queue)
 
-    def is_subscribed(self, queue: asyncio.Queue[Change | None]) -> bool:
+    def is_subscribed(self, queue: asyncio.Queue[Message]) -> bool:
         return queue in self._subscribers
 
     def close(self) -> None:
@@ -170,12 +172,12 @@ class AlertFeed:
         if entry is None or entry.review == review:
             return
         entry.review = review
-        self._broadcast(Change("review", entry))
+        self._broadcast(event_message("review", entry))
 
-    def _broadcast(self, change: Change) -> None:
+    def _broadcast(self, message: bytes) -> None:
         for queue in list(self._subscribers):
             try:
-                queue.put_nowait(change)
+                queue.put_nowait(message)
             except asyncio.QueueFull:  # a stalled browser: drop it, it reconnects and reloads
                 self._subscribers.discard(queue)
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from models.events import Review, ReviewVerdict, decode, encode, utc_from_timestamp
+from models.events import Alert, Review, ReviewVerdict, decode, encode, utc_from_timestamp
 from models.names import RedisKeys
 
 CLAIM_TTL_S = 30
@@ -94,25 +94,23 @@ class ReviewDesk:
 
     async def record(
         self,
+        alert: Alert,
         *,
-        alert_id: str,
-        event_id: str,
-        kind: str,
         verdict: ReviewVerdict,
         reviewer: str,
         note: str = "",
         now: float | None = None,
     ) -> Review:
         review = Review(
-            alert_id=alert_id,
-            event_id=event_id,
-            kind=kind,  # type: ignore[arg-type]  # an Alert's kind, already validated
+            alert_id=alert.alert_id,
+            event_id=alert.event_id,
+            kind=alert.kind,
             verdict=verdict,
             reviewer=reviewer,
             reviewed_at=utc_from_timestamp(time.time() if now is None else now),
             note=note,
         )
-        key = self._keys.review(alert_id)
+        key = self._keys.review(alert.alert_id)
         claimed = await self._redis.set(key, PENDING + reviewer.encode(), nx=True, ex=CLAIM_TTL_S)
         if not claimed:
             raise await self._already(key)

@@ -28,7 +28,7 @@ import msgspec
 from aiohttp import web
 
 from models.events import ReviewVerdict
-from stream.alerts_page.feed import AlertFeed
+from stream.alerts_page.feed import AlertFeed, Entry
 from stream.alerts_page.filters import AlertFilter, FilterError
 from stream.alerts_page.reviews import ReviewDesk, Reviewers, ReviewRefused
 
@@ -134,7 +134,7 @@ async def _list_alerts(request: web.Request) -> web.Response:
     return _json({"alerts": out, "held": len(feed)})
 
 
-def _entry_or_404(request: web.Request) -> Any:
+def _entry_or_404(request: web.Request) -> Entry:
     alert_id = request.match_info["alert_id"]
     entry = request.app[FEED].get(alert_id)
     if entry is None:
@@ -158,12 +158,7 @@ async def _review(request: web.Request) -> web.Response:
     except msgspec.DecodeError:
         return _error(400, 'bad review: the body must be JSON like {"verdict": "confirmed"}')
     review = await request.app[DESK].record(
-        alert_id=entry.alert.alert_id,
-        event_id=entry.alert.event_id,
-        kind=entry.alert.kind,
-        verdict=body.verdict,
-        reviewer=reviewer,
-        note=body.note,
+        entry.alert, verdict=body.verdict, reviewer=reviewer, note=body.note
     )
     log.info("alerts page: %s marked %s %s", reviewer, entry.alert.alert_id, body.verdict)
     return _json(msgspec.to_builtins(review), status=201)
@@ -191,14 +186,13 @@ async def _events(request: web.Request) -> web.StreamResponse:
         await response.write(b"retry: 1000\n\n")
         while feed.is_subscribed(queue):
             try:
-                change = await asyncio.wait_for(queue.get(), timeout=HEARTBEAT_S)
+                message = await asyncio.wait_for(queue.get(), timeout=HEARTBEAT_S)
             except TimeoutError:
                 await response.write(b": keep-alive\n\n")
                 continue
-            if change is None:  # the server is stopping
+            if message is None:  # the server is stopping
                 break
-            data = msgspec.json.encode(change.entry.to_json())
-            await response.write(b"event: " + change.what.encode() + b"\ndata: " + data + b"\n\n")
+            await response.write(message)
     except (ConnectionResetError, ConnectionError):
         pass  # the browser went away
     finally:

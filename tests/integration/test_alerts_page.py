@@ -12,7 +12,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +24,7 @@ from typing import Any
 import pytest
 import redis
 
+from local.screenshot import BrowserMissing, headless_chromium
 from models.events import Label, Transaction, decode
 from models.names import RedisKeys, Topics
 from models.settings import Settings
@@ -321,29 +321,12 @@ def test_page_is_read_only_without_tokens_and_sends_security_headers(
 
 
 def chromium(tmp_path: Path) -> Any:
-    """A headless Chromium driven through chromedriver, both from Debian: nothing is
-    downloaded (Selenium Manager is not consulted when the driver path is given)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if browser is None or driver is None:
-        pytest.fail(
-            "chromium and chromedriver are needed: make setup (apt-get install chromium "
-            "chromium-driver)",
-            pytrace=False,
-        )
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--window-size=1600,900",
-        f"--user-data-dir={tmp_path / 'chromium'}",
-    ):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(driver), options=options)
+    """Debian's headless Chromium (``local.screenshot`` drives it the same way); a missing
+    browser fails the test, never skips it."""
+    try:
+        return headless_chromium(tmp_path / "chromium")
+    except BrowserMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def test_browser_shows_a_new_alert_live_and_marks_it_confirmed(
