@@ -1,10 +1,10 @@
 """From lake rows to model inputs: the feature names a model expects, and its matrix.
 
-The lake stores each event's served features as one JSON object (see ``batch.lake``). A
-transaction model takes a dense matrix: the served dense features, any ``extra_*`` columns
-of a replayed dataset, and the batch-only profile columns; a missing value is NaN, which
-gradient-boosted trees route on their own. An email model takes a sparse matrix: the dense
-features plus every hashed ``tok_*`` text feature.
+``batch.dataset.History`` holds each event's served features as columns (decoded from the
+lake's JSON). A transaction model takes a dense matrix: the served dense features, any
+``extra_*`` columns of a replayed dataset, and the batch-only profile columns; a missing
+value is NaN, which gradient-boosted trees route on their own. An email model takes a sparse
+matrix: the dense features plus every hashed ``tok_*`` text feature (from the JSON).
 
 The live scorer builds the same inputs from the same names (``models.weights.BatchModel``
 puts a feature dict into the order of ``feature_names``), so training and serving cannot
@@ -22,11 +22,9 @@ import scipy.sparse as sp
 
 from models import weights
 from models.evaluation import FloatArray
-from models.features import EXTRA_FEATURE_PREFIX, dense_feature_names
 from models.names import EventKind
 from models.text import TEXT_FEATURE_PREFIX, TOKEN_BUCKETS
 
-SAMPLE_FOR_EXTRAS = 10_000
 CONSTANT_STD = 1e-9
 """A column whose std is this small relative to its mean is constant (an empty profile all
 through training can come out with a std of 1e-18 from rounding; dividing by it would blow
@@ -42,14 +40,9 @@ class Inputs:
     ``tok_*`` bucket, so a token first seen tomorrow still has its column.
     """
 
-    def __init__(self, kind: EventKind, frame: pl.DataFrame, profiles: list[str]) -> None:
+    def __init__(self, kind: EventKind, served: list[str], profiles: list[str]) -> None:
         self.kind = kind
-        self.served = list(dense_feature_names(kind))
-        if kind == "transaction":
-            extras: set[str] = set()
-            for raw in frame["features"].head(SAMPLE_FOR_EXTRAS):
-                extras.update(k for k in orjson.loads(raw) if k.startswith(EXTRA_FEATURE_PREFIX))
-            self.served += sorted(extras)
+        self.served = list(served)
         self.profiles = profiles
         self.text = (
             [f"{TEXT_FEATURE_PREFIX}{b}" for b in range(TOKEN_BUCKETS)] if kind == "email" else []
@@ -66,7 +59,9 @@ class Inputs:
         if not self.text:
             return numeric
         tokens = _token_matrix(frame, {name: i for i, name in enumerate(self.text)})
-        return sp.hstack([sp.csr_matrix(np.nan_to_num(numeric)), tokens], format="csr")
+        return sp.hstack(
+            [sp.csr_matrix(np.nan_to_num(numeric.astype(np.float64))), tokens], format="csr"
+        )
 
     def fit_transform(self, X: Any) -> Any:
         """Fit the linear model's scaling on training rows (TF-IDF weights for the tokens,
@@ -108,16 +103,14 @@ class Inputs:
         )
 
 
-def dense_matrix(frame: pl.DataFrame, served: list[str], columns: list[str]) -> FloatArray:
-    """Rows x (``served`` + ``columns``): served features decoded from JSON (NaN when
-    absent), then the frame's own columns (the profiles)."""
-    dtype = pl.Struct({name: pl.Float64 for name in served})
-    decoded = frame.select(pl.col("features").str.json_decode(dtype).struct.unnest())
-    parts = [decoded.select(served).to_numpy().astype(np.float64, copy=False)]
-    if columns:
-        parts.append(frame.select(columns).to_numpy().astype(np.float64, copy=False))
-    matrix = np.hstack(parts) if len(parts) > 1 else parts[0]
-    return np.where(np.isfinite(matrix), matrix, np.nan)
+def dense_matrix(frame: pl.DataFrame, served: list[str], columns: list[str]) -> Any:
+    """Rows x (``served`` + ``columns``) as float32 (the columns' type, half the memory of
+    float64), NaN where a value is absent or not finite."""
+    matrix = frame.select(served + columns).to_numpy()  # a null becomes NaN
+    if matrix.dtype != np.float32:
+        matrix = matrix.astype(np.float32)
+    matrix[~np.isfinite(matrix)] = np.nan
+    return matrix
 
 
 def _token_matrix(frame: pl.DataFrame, index: dict[str, int]) -> sp.csr_matrix:
@@ -138,15 +131,25 @@ def _token_matrix(frame: pl.DataFrame, index: dict[str, int]) -> sp.csr_matrix:
     )
 
 
-def feature_rows(frame: pl.DataFrame) -> list[dict[str, float]]:
-    """Each row's served features as a dict, as the worker holds them (no profile columns:
-    a model's lookup tables add those)."""
-    return [orjson.loads(raw) for raw in frame["features"]]
+SCORE_BLOCK_ROWS = 100_000
+"""Events scored together by :func:`score_with`: a block's matrix and keys take tens of MB,
+where two million events at once would take a gigabyte."""
 
 
-def lookup_keys(frame: pl.DataFrame) -> list[dict[str, str]]:
-    """Each row's ``entity_id`` and ``scope_id``, the keys of a model's lookup tables."""
-    return [
-        {"entity_id": e, "scope_id": s or ""}
-        for e, s in frame.select("entity_id", "scope_id").iter_rows()
-    ]
+def score_with(model: weights.BatchModel, frame: pl.DataFrame) -> FloatArray:
+    """Calibrated scores of ``model`` on ``frame``'s events as a worker would serve them: the
+    served features, and the model's own lookup tables (not the frame's profile columns)
+    by each event's ``entity_id`` and ``scope_id``; :data:`SCORE_BLOCK_ROWS` at a time."""
+    if frame.height > SCORE_BLOCK_ROWS:
+        blocks = range(0, frame.height, SCORE_BLOCK_ROWS)
+        return np.concatenate([score_with(model, frame.slice(i, SCORE_BLOCK_ROWS)) for i in blocks])
+    entities, scopes = frame["entity_id"].to_list(), frame["scope_id"].fill_null("").to_list()
+    if "features" in frame.columns:  # emails: the token features are only in the JSON
+        rows = [orjson.loads(raw) for raw in frame["features"]]
+        keys = [{"entity_id": e, "scope_id": s} for e, s in zip(entities, scopes, strict=True)]
+        return model.score_rows(rows, keys)
+    columns = {
+        name: frame[name].to_numpy() for name in model.feature_names if name in frame.columns
+    }
+    raw = model.raw_columns(columns, {"entity_id": entities, "scope_id": scopes}, n=frame.height)
+    return model.calibrate(raw)

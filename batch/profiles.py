@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
+from batch.dataset import FEATURE_DTYPE
 from models.features import DAY_S, OUTCOME_PRIOR_RATE, OUTCOME_PRIOR_WEIGHT
 from models.names import EventKind
 
@@ -90,11 +91,8 @@ class Snapshot:
 
 
 def _events(scored: pl.LazyFrame, spec: ProfileSpec) -> pl.LazyFrame:
-    value = (
-        pl.col("features").str.json_path_match(f"$.{spec.value_feature}").cast(pl.Float64)
-        if spec.value_feature
-        else pl.lit(0.0)
-    )
+    """``scored`` holds the served features as columns (``batch.dataset.History``)."""
+    value = pl.col(spec.value_feature).cast(pl.Float64) if spec.value_feature else pl.lit(0.0)
     return scored.select(
         "event_id",
         "entity_id",
@@ -169,7 +167,7 @@ def _buckets(
         pl.len().alias("n"), pl.col("v").sum().alias("s"), (pl.col("v") ** 2).sum().alias("ss")
     )
     arrived = (
-        labels.join(events.select("event_id", "scope_id"), on="event_id", how="inner")
+        labels.select(pl.col("scope_id").fill_null(""), "label_time", "is_positive")
         .with_columns((pl.col("label_time").dt.epoch("us") // period_us).alias("bucket"))
         .group_by("scope_id", "bucket")
         .agg(pl.col("is_positive").sum().alias("pos"), pl.len().alias("labels"))
@@ -202,14 +200,18 @@ def point_in_time(
     """``examples`` with every profile feature as of the start of each event's period.
 
     ``scored`` and ``labels`` are everything known at the cut-off (events before it; labels
-    arrived before it); a profile at instant ``b`` only sums events before ``b`` and labels
-    that arrived before ``b``.
+    arrived before it, each with the ``scope_id`` of its event: ``History.labels``); a
+    profile at instant ``b`` only sums events before ``b`` and labels that arrived before
+    ``b``. The profiles are model inputs, so they are stored as
+    ``batch.dataset.FEATURE_DTYPE`` like the served features. They are computed on the key
+    columns alone and added to ``examples`` at the end, so a wide frame is never copied.
     """
     period_us = _check_period(period_s, spec)
     entity, scope = _buckets(scored, labels, spec, period_us)
-    keyed = examples.lazy().with_columns(
-        (pl.col("event_time").dt.epoch("us") // period_us).alias("q"),
+    keyed = examples.lazy().select(
+        "entity_id",
         pl.col("scope_id").fill_null(""),
+        (pl.col("event_time").dt.epoch("us") // period_us).alias("q"),
     )
     out = keyed
     for days in spec.entity_windows_days:
@@ -235,7 +237,8 @@ def point_in_time(
         "scope_id", "q", *_scope_profile(pl.col("n"), pl.col("pos"), pl.col("labels"), spec=spec)
     )
     out = out.join(sums, on=["scope_id", "q"], how="left", maintain_order="left")
-    return out.drop("q").collect()
+    profiles = out.select(pl.col(spec.feature_names()).cast(FEATURE_DTYPE)).collect()
+    return examples.hstack(profiles.get_columns())
 
 
 def snapshot(
@@ -276,7 +279,7 @@ def snapshot(
     counts = events.filter(within(pl.col("t"), days)).group_by("scope_id").agg(pl.len().alias("n"))
     arrived = (
         labels.filter(within(pl.col("label_time").dt.epoch("us"), days))
-        .join(events.select("event_id", "scope_id"), on="event_id", how="inner")
+        .select(pl.col("scope_id").fill_null(""), "is_positive")
         .group_by("scope_id")
         .agg(pl.col("is_positive").sum().alias("pos"), pl.len().alias("labels"))
     )

@@ -21,6 +21,7 @@ Stages, each announced on the progress stream:
 
 from __future__ import annotations
 
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,14 +37,7 @@ import redis
 from scipy.special import expit
 
 from batch import design, train
-from batch.dataset import (
-    RetrainError,
-    Split,
-    labelled_examples,
-    labels_before,
-    scored_before,
-    time_split,
-)
+from batch.dataset import DatasetError, RetrainError, Split, load_history, time_split
 from batch.profiles import DEFAULT_PERIOD_S, PROFILES, point_in_time, snapshot
 from models import evaluation, weights
 from models.batch_registry import BatchModelRegistry
@@ -117,16 +111,26 @@ def run(
         now = time.monotonic()
         stages[name] = round(now - clock, 3)
         clock = now
-        log(f"[{kind}] {name} done in {stages[name]:.1f} s")
+        peak = _peak_mb()
+        log(f"[{kind}] {name} done in {stages[name]:.1f} s (peak memory so far {peak:,.0f} MB)")
 
     log(
         f"[{kind}] reading the lake at {settings.lake_dir} "
         f"(cut-off {options.cutoff:%Y-%m-%dT%H:%M:%SZ})"
     )
-    examples = labelled_examples(settings.lake_dir, kind, options.cutoff, options.since)
-    scored_all = scored_before(settings.lake_dir, kind, options.cutoff)
-    labels_all = labels_before(settings.lake_dir, kind, options.cutoff)
-    examples = point_in_time(examples, scored_all, labels_all, spec, options.profile_period_s)
+    if options.since is not None and options.since >= options.cutoff:
+        raise DatasetError(
+            f"--since ({options.since:%Y-%m-%dT%H:%M:%SZ}) is not before the cut-off"
+        )
+    history = load_history(settings.lake_dir, kind, options.cutoff)
+    log(f"[{kind}] {history.frame.height:,} scored events before the cut-off")
+    examples = point_in_time(
+        history.labelled(options.since),
+        history.frame.lazy(),
+        history.labels(),
+        spec,
+        options.profile_period_s,
+    )
     stage("examples")
     split = time_split(
         examples,
@@ -136,7 +140,7 @@ def run(
     )
     log(f"[{kind}] {split.describe()}")
 
-    inputs = design.Inputs(kind, split.train, spec.feature_names())
+    inputs = design.Inputs(kind, history.served, spec.feature_names())
     fit_on = sample_negatives(split.train, options.max_train_rows, options.seed)
     if fit_on.height < split.train.height:
         log(
@@ -171,7 +175,7 @@ def run(
 
     now = datetime.now(UTC)
     version = version_for(kind, now)
-    snap = snapshot(scored_all, labels_all, spec, options.cutoff)
+    snap = snapshot(history.frame.lazy(), history.labels(), spec, options.cutoff)
     model = weights.BatchModel(
         weights.ModelCard(
             kind=kind,
@@ -205,6 +209,7 @@ def run(
     )
     stage("calibrate")
 
+    batch_test = model.calibrate(_exported_raw(model, tuned, inputs, X_test))
     registry = BatchModelRegistry(
         redis.Redis.from_url(settings.redis_url), RedisKeys(settings.namespace)
     )
@@ -213,7 +218,7 @@ def run(
         kind,
         split,
         model,
-        X_test,
+        batch_test,
         y_test,
         production,
         settings,
@@ -250,20 +255,27 @@ def run(
     return outcome
 
 
+def _peak_mb() -> float:
+    """This process's peak resident memory (Linux reports ``ru_maxrss`` in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def sample_negatives(frame: pl.DataFrame, max_rows: int, seed: int) -> pl.DataFrame:
     """At most about ``max_rows`` rows: every positive, and negatives sampled uniformly.
 
     Fraud is rare, so the negatives are what makes a large training window large; fitting
     balances the classes anyway, and the Platt calibration fitted on the (unsampled)
-    validation window maps the scores back to real-world probabilities.
+    validation window maps the scores back to real-world probabilities. Rows are chosen by
+    position and gathered once, in ``frame``'s order (no copy of the whole window).
     """
     if frame.height <= max_rows:
         return frame
-    positives = frame.filter(pl.col("is_positive"))
-    negatives = frame.filter(~pl.col("is_positive"))
-    keep = max(max_rows - positives.height, min(negatives.height, positives.height))
-    sampled = negatives.sample(n=min(keep, negatives.height), seed=seed)
-    return pl.concat([positives, sampled]).sort("event_time", "event_id")
+    positive = frame["is_positive"].to_numpy()
+    positives, negatives = np.flatnonzero(positive), np.flatnonzero(~positive)
+    keep = max(max_rows - len(positives), min(len(negatives), len(positives)))
+    rng = np.random.default_rng(seed)
+    sampled = rng.choice(negatives, size=min(keep, len(negatives)), replace=False)
+    return frame[np.sort(np.concatenate([positives, sampled]))]
 
 
 def _signing_key(settings: Settings) -> bytes:
@@ -307,7 +319,7 @@ def _evaluate(
     kind: EventKind,
     split: Split,
     model: weights.BatchModel,
-    X_test: Any,
+    batch: FloatArray,
     y_test: npt.NDArray[np.bool_],
     production: weights.BatchModel | None,
     settings: Settings,
@@ -315,7 +327,6 @@ def _evaluate(
 ) -> tuple[dict[str, Any], ScoreColumns]:
     test = split.test
     online = test["online_score"].to_numpy()
-    batch = model.score_matrix(X_test)
     hybrid = weights.blend_array(model.card, online, batch)
     card = model.card
     online_threshold = (
@@ -329,7 +340,7 @@ def _evaluate(
     window = np.ones(test.height, dtype=bool)
     notes = []
     if production is not None:
-        prod_batch = production.score_rows(design.feature_rows(test), design.lookup_keys(test))
+        prod_batch = design.score_with(production, test)
         prod_hybrid = weights.blend_array(production.card, online, prod_batch)
         scores["production_hybrid"] = (prod_hybrid, production.card.review_threshold)
         scores["production_batch"] = (prod_batch, production.card.review_threshold)
@@ -366,6 +377,31 @@ def _evaluate(
         **extra,
     }
     return metrics, ScoreColumns(y_test[window], columns)
+
+
+EXPORT_CHECK_ROWS = 2_000
+
+
+def _exported_raw(
+    model: weights.BatchModel, tuned: train.Tuned, inputs: design.Inputs, X_test: Any
+) -> FloatArray:
+    """The new model's decision values on the test window, as the exported model serves them.
+
+    Computed by the fitted estimator (compiled and multi-threaded; the numpy walk of the
+    exported trees takes minutes on millions of rows), after checking on the first
+    :data:`EXPORT_CHECK_ROWS` rows that the export gives the same numbers: bit for bit for
+    trees, to float rounding for the folded linear model (the unit tests of
+    ``models.weights`` hold both on many more cases)."""
+    raw = train.raw(tuned.estimator, inputs.transform(X_test))
+    head = X_test[:EXPORT_CHECK_ROWS]
+    exported = model.raw_matrix(head)
+    if not np.allclose(exported, raw[: head.shape[0]], rtol=1e-9, atol=1e-9):
+        worst = float(np.max(np.abs(exported - raw[: head.shape[0]])))
+        raise RetrainError(
+            f"the exported model does not reproduce the fitted one (largest difference "
+            f"{worst:.3g}): not published; please report this as a bug"
+        )
+    return raw
 
 
 def _importances(

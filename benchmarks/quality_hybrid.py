@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from batch.dataset import labelled_examples
+from batch.dataset import load_history
 from batch.retrain import Options, run
 from batch.synthetic import fill_lake
 from models import evaluation
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             log=print,
         )
         test_from = outcome.metrics["split"]["test"]["from"]
-        examples = labelled_examples(lake, kind, cutoff)
+        examples = load_history(lake, kind, cutoff).labelled()
         test = examples.filter(
             pl.col("event_time")
             >= pl.lit(datetime.fromisoformat(test_from)).dt.cast_time_unit("us")

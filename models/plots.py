@@ -39,11 +39,11 @@ def save_pr_roc(directory: Path, labels: Any, scores: Mapping[str, Any], title: 
                 continue
             c = evaluation.curve(yk, sk)
             if name == "pr":
-                recall, precision = evaluation.pr_points(c)
+                recall, precision = _thin(*evaluation.pr_points(c))
                 ap = evaluation.average_precision(yk, sk) or 0.0
                 ax.step(recall, precision, where="post", label=f"{label} (AP {ap:.3f})")
             else:
-                fpr, tpr = evaluation.roc_points(c)
+                fpr, tpr = _thin(*evaluation.roc_points(c))
                 auc = evaluation.roc_auc(yk, sk) or 0.0
                 ax.plot(fpr, tpr, label=f"{label} (AUC {auc:.3f})")
         if name == "roc":
@@ -62,3 +62,18 @@ def save_pr_roc(directory: Path, labels: Any, scores: Mapping[str, Any], title: 
         plt.close(fig)
         written.append(path)
     return written
+
+
+MAX_POINTS = 4_000
+"""Points drawn per curve: a 500-pixel-wide plot shows no more, and a test window of millions
+of distinct scores would otherwise take matplotlib seconds per curve."""
+
+
+def _thin(x: Any, y: Any) -> tuple[Any, Any]:
+    """At most about :data:`MAX_POINTS` of a curve's points, evenly spaced along it, the
+    first and last kept (the figures in the legend come from every point, not these)."""
+    n = len(x)
+    if n <= MAX_POINTS:
+        return x, y
+    keep = np.unique(np.linspace(0, n - 1, MAX_POINTS).round().astype(np.intp))
+    return np.asarray(x)[keep], np.asarray(y)[keep]

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
 import pytest
 
+from batch import train
 from batch.dataset import DatasetError, time_split
 from batch.profiles import PROFILES, point_in_time, snapshot
 from batch.retrain import sample_negatives
 from batch.schedule import next_run
-from batch.train import Costs, choose_thresholds
+from batch.train import TREE_GRID, TREES_PER_STEP, Costs, choose_thresholds, tune
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -83,12 +83,13 @@ def lake_rows(n: int) -> tuple[pl.DataFrame, pl.DataFrame]:
             "entity_id": [f"c{i % 2}" for i in range(n)],
             "scope_id": [f"t{i % 3}" for i in range(n)],
             "event_time": [T0 + i * DAY for i in range(n)],
-            "features": [json.dumps({"amount_log": float(i)}) for i in range(n)],
+            "amount_log": [float(i) for i in range(n)],
         }
     ).with_columns(pl.col("event_time").dt.cast_time_unit("us"))
     labels = pl.DataFrame(
         {
             "event_id": [f"e{i}" for i in range(n)],
+            "scope_id": [f"t{i % 3}" for i in range(n)],  # the scope of its event
             "is_positive": [i % 4 == 0 for i in range(n)],
             "label_time": [T0 + i * DAY + timedelta(hours=30) for i in range(n)],
         }
@@ -118,8 +119,14 @@ def test_published_snapshot_equals_the_training_value_at_that_instant():
     spec = PROFILES["transaction"]
     trained = point_in_time(scored, scored.lazy(), labels.lazy(), spec).row(9, named=True)
     snap = snapshot(scored.lazy(), labels.lazy(), spec, T0 + 9 * DAY)
-    assert snap.entity_rows["c1"] == [trained[n] for n in spec.entity_features()]
-    assert snap.scope_rows["t0"] == [trained[n] for n in spec.scope_features()]
+    # Training holds model inputs as float32 (batch.dataset.FEATURE_DTYPE): the served
+    # value, rounded so, is the training value exactly.
+    assert [float(np.float32(v)) for v in snap.entity_rows["c1"]] == [
+        trained[n] for n in spec.entity_features()
+    ]
+    assert [float(np.float32(v)) for v in snap.scope_rows["t0"]] == [
+        trained[n] for n in spec.scope_features()
+    ]
 
 
 def test_next_run_is_the_next_time_of_day_in_utc():
@@ -129,3 +136,40 @@ def test_next_run_is_the_next_time_of_day_in_utc():
     assert next_run(datetime(2026, 3, 1, 2, 0, tzinfo=UTC), "02:00") == datetime(
         2026, 3, 2, 2, 0, tzinfo=UTC
     )
+
+
+def _separable(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    y = X[:, 0] + 0.5 * rng.normal(size=n) > 1.5
+    return X, y
+
+
+def test_the_time_budget_bounds_the_first_candidate_too():
+    X, y = _separable(3_000, 0)
+    Xv, yv = _separable(1_000, 1)
+    notes: list[str] = []
+    tuned = tune("transaction", X, y, Xv, yv, budget_s=0.0, log=notes.append)
+    assert len(tuned.trials) == 1
+    assert tuned.trials[0]["trees"] == TREES_PER_STEP, "one step of trees, then it stops"
+    assert "time budget spent" in notes[0]
+    assert tuned.trials[0]["valid_average_precision"] > 0.5  # positives are 7 % of rows
+
+
+def test_with_time_left_every_candidate_runs_and_the_best_is_kept(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setattr(train, "MAX_TREES", 2 * TREES_PER_STEP)  # quick, still two steps
+    X, y = _separable(1_000, 0)
+    Xv, yv = _separable(500, 1)
+    tuned = tune("transaction", X, y, Xv, yv, budget_s=600.0)
+    assert len(tuned.trials) == len(TREE_GRID)
+    best = max(t["valid_average_precision"] for t in tuned.trials)
+    assert (
+        tuned.trials[[t["valid_average_precision"] for t in tuned.trials].index(best)][
+            "learning_rate"
+        ]
+        == tuned.params["learning_rate"]
+    )
+    assert all(t["trees"] <= 2 * TREES_PER_STEP for t in tuned.trials)
+    assert any(t["trees"] > TREES_PER_STEP for t in tuned.trials), "grown past one step"

@@ -143,6 +143,17 @@ def test_infinite_inputs_route_like_the_largest_finite_value(tree_model: W.Batch
     np.testing.assert_array_equal(tree_model.raw_matrix(with_inf), tree_model.raw_matrix(with_max))
 
 
+def test_many_rows_are_walked_in_blocks_with_the_same_result(
+    hgb: tuple[HistGradientBoostingClassifier, list[str]],
+    tree_model: W.BatchModel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    est, _ = hgb
+    X, _ = _tabular(1_000, seed=4)
+    monkeypatch.setattr(W, "_WALK_CELLS", 997)  # blocks of a few rows, the last one short
+    np.testing.assert_array_equal(tree_model.raw_matrix(X), est.decision_function(X))
+
+
 def test_trees_refuse_categorical_multiclass_and_unfitted() -> None:
     rng = np.random.default_rng(0)
     X = rng.integers(0, 4, size=(300, 3)).astype(float)
@@ -272,6 +283,29 @@ def test_lookups_supply_their_features(
     np.testing.assert_array_equal(model.raw_rows(rows), est.decision_function(without_keys))
     with pytest.raises(ValueError, match="3 keys for 4 rows"):
         model.score_rows(rows, keys[:3])
+
+
+def test_columns_score_like_rows(
+    hgb: tuple[HistGradientBoostingClassifier, list[str]], tree_model: W.BatchModel
+) -> None:
+    """``raw_columns`` (a frame's columns) gives ``raw_rows``' numbers bit for bit: missing
+    names, missing values and lookup keys alike."""
+    _, names = hgb
+    by_scope = W.Lookup(key="scope_id", features=["f7"], rows={"t-9": [4.0]}, default=[-4.0])
+    model = tree_model.replace(lookups=[by_scope])
+    X, _ = _tabular(50, seed=9)
+    X[::7, 2] = np.nan
+    rows = [
+        {n: float(v) for n, v in zip(names, row, strict=True) if n != "f3" and not np.isnan(v)}
+        for row in X
+    ]
+    scopes = ["t-9" if i % 3 else "t-0" for i in range(50)]
+    columns = {n: X[:, j] for j, n in enumerate(names) if n != "f3"}
+    np.testing.assert_array_equal(
+        model.raw_columns(columns, {"scope_id": scopes}, n=50),
+        model.raw_rows(rows, [{"scope_id": s} for s in scopes]),
+    )
+    np.testing.assert_array_equal(model.raw_columns(columns, n=50), model.raw_rows(rows))
 
 
 def test_linear_lookup() -> None:
