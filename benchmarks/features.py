@@ -15,14 +15,16 @@ check
     differences and exit code 1 before timing anything.
 polars / pandas
     read the Parquet files into a frame (not timed), then build the features ``--repeat``
-    times: :func:`batch.features.transaction_features_frame` ``.collect()`` and
+    times: :func:`batch.features.transaction_features_frame` ``.collect()`` (with
+    ``--polars-engine``: Polars' default, ``auto``, is its streaming engine in 2.x) and
     :func:`benchmarks.features_pandas.transaction_features_pandas`. Reported: each run's
     wall time, the process's peak resident memory (``getrusage`` max RSS: native memory
     included, which tracemalloc does not see) and its resident memory once the input was
     loaded, the CPU seconds it used and those the rest of the machine used meanwhile
     (other work sharing the cores).
 
-Usage: ``python -m benchmarks features [--events 1000000] [--days 30] [--repeat 3]``.
+Usage: ``python -m benchmarks features [--events 1000000] [--days 30] [--repeat 3]
+[--polars-engine auto|in-memory|streaming]``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from benchmarks import stack
 
@@ -44,6 +46,7 @@ TRANSACTIONS = "transactions.parquet"
 OUTCOMES = "outcomes.parquet"
 LABEL_DELAY_S = 3 * 86_400.0
 ENGINES = ("polars", "pandas")
+PolarsEngine = Literal["auto", "in-memory", "streaming"]
 
 
 # --- data -----------------------------------------------------------------------------
@@ -126,14 +129,14 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _polars_run(directory: Path) -> Any:
+def _polars_run(directory: Path, engine: PolarsEngine) -> Any:
     import polars as pl
 
     from batch.features import transaction_features_frame
 
     transactions = pl.read_parquet(directory / TRANSACTIONS)
     outcomes = pl.read_parquet(directory / OUTCOMES)
-    return lambda: transaction_features_frame(transactions, outcomes).collect()
+    return lambda: transaction_features_frame(transactions, outcomes).collect(engine=engine)
 
 
 def _pandas_run(directory: Path) -> Any:
@@ -146,19 +149,19 @@ def _pandas_run(directory: Path) -> Any:
     return lambda: transaction_features_pandas(transactions, outcomes)
 
 
-def child(mode: str, directory: Path, repeat: int, tolerance: float) -> int:
+def child(mode: str, directory: Path, repeat: int, tolerance: float, engine: PolarsEngine) -> int:
     """One measured process: ``polars`` or ``pandas`` (timed ``repeat`` times) or ``check``.
     Prints one JSON line for the parent."""
     if mode == "check":
         from benchmarks.features_pandas import differences, largest_difference
 
-        expected = _polars_run(directory)()
+        expected = _polars_run(directory, engine)()
         got = _pandas_run(directory)()
         problems = differences(expected, got, tolerance=tolerance)
         worst, size = largest_difference(expected, got)
         print(json.dumps({"problems": problems, "worst": worst, "worst_size": size}))
         return 1 if problems else 0
-    run = _polars_run(directory) if mode == "polars" else _pandas_run(directory)
+    run = _polars_run(directory, engine) if mode == "polars" else _pandas_run(directory)
     loaded_mb = _rss_mb()
     times, cpus, others = [], [], []
     for _ in range(repeat):
@@ -174,6 +177,7 @@ def child(mode: str, directory: Path, repeat: int, tolerance: float) -> int:
         import polars as pl
 
         extra["threads"] = pl.thread_pool_size()
+        extra["engine"] = engine
     print(
         json.dumps(
             {
@@ -189,10 +193,12 @@ def child(mode: str, directory: Path, repeat: int, tolerance: float) -> int:
     return 0
 
 
-def _spawn(mode: str, directory: Path, repeat: int, tolerance: float) -> tuple[int, dict[str, Any]]:
+def _spawn(
+    mode: str, directory: Path, repeat: int, tolerance: float, engine: str
+) -> tuple[int, dict[str, Any]]:
     command = [
         sys.executable, "-m", "benchmarks.features", "--child", mode, "--data", str(directory),
-        "--repeat", str(repeat), "--tolerance", repr(tolerance),
+        "--repeat", str(repeat), "--tolerance", repr(tolerance), "--polars-engine", engine,
     ]  # fmt: skip
     done = subprocess.run(command, cwd=stack.REPO, stdout=subprocess.PIPE, text=True)
     lines = done.stdout.strip().splitlines()
@@ -223,6 +229,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--tolerance", type=float, default=1e-9, help="relative/absolute, non-count features"
     )
     parser.add_argument(
+        "--polars-engine",
+        choices=get_args(PolarsEngine),
+        default="auto",
+        help="the engine Polars collects with (auto: Polars' default, the streaming one in 2.x)",
+    )
+    parser.add_argument(
         "--workdir", type=Path, metavar="DIR", help="keep the data here (default: temp)"
     )
     parser.add_argument("--child", choices=("check", *ENGINES), help=argparse.SUPPRESS)
@@ -238,7 +250,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.child:
-        return child(args.child, args.data, args.repeat, args.tolerance)
+        return child(args.child, args.data, args.repeat, args.tolerance, args.polars_engine)
     with contextlib.ExitStack() as cleanup:
         directory = stack.workdir(cleanup, args.workdir)
         started = time.perf_counter()
@@ -250,7 +262,7 @@ def main(argv: list[str]) -> int:
             f"{time.perf_counter() - started:.0f} s. {stack.cpu_count()} cores.",
             flush=True,
         )
-        code, check = _spawn("check", directory, 1, args.tolerance)
+        code, check = _spawn("check", directory, 1, args.tolerance, args.polars_engine)
         if code != 0 or check["problems"]:
             print("pandas and Polars features DIFFER; nothing timed:", file=sys.stderr)
             for problem in check["problems"]:
@@ -264,14 +276,16 @@ def main(argv: list[str]) -> int:
         )
         results: dict[str, dict[str, Any]] = {}
         for engine in ENGINES:
-            code, results[engine] = _spawn(engine, directory, args.repeat, args.tolerance)
+            code, results[engine] = _spawn(
+                engine, directory, args.repeat, args.tolerance, args.polars_engine
+            )
             if code != 0:
                 raise RuntimeError(f"the {engine} process failed (exit {code})")
             r = results[engine]
             runs = " ".join(f"{t:.2f}" for t in r["times"])
             cpu = " ".join(f"{c:.1f}" for c in r["cpu_s"])
             others = " ".join(f"{c:.1f}" for c in r["others_cpu_s"])
-            threads = f" ({r['threads']} threads)" if "threads" in r else ""
+            threads = f" ({r['threads']} threads, engine {r['engine']})" if "threads" in r else ""
             print(
                 f"{engine}: runs {runs} s (best {min(r['times']):.2f} s); peak RSS "
                 f"{r['peak_mb']:,.0f} MB, {r['loaded_mb']:,.0f} MB once the input was loaded\n"

@@ -4,8 +4,9 @@ at a time): random event sequences through both, every feature of every event co
 Tolerance: counts, distinct counts and flags must be equal. The rest within 1e-9, relative or
 absolute: the stream sums amounts in Python in history order, Polars in its own order (and
 computes the std and divides its own way), so values differ in the last bits (relative ~1e-15
-for the non-negative amounts here); a z-score near 0 is a difference of two such values,
-hence the absolute part. A real drift (a window edge, a tie, the cap, a time one bit off)
+for the sums of the non-negative amounts here, ~1e-13 for a std from sums of squares where
+it is above its floor); a z-score near 0 is a difference of two such values, hence the
+absolute part. A real drift (a window edge, a tie, the cap, a time one bit off)
 moves a feature by far more: counts by 1, a log gap by ~0.2 at a microsecond.
 """
 
@@ -133,6 +134,20 @@ def assert_same(expected: list[dict], batch: pl.DataFrame) -> None:
             else:
                 close = math.isclose(got, value, rel_tol=TOLERANCE, abs_tol=TOLERANCE)
                 assert close, f"event {i}: {name} stream {value!r} batch {got!r}"
+
+
+def assert_same_frames(expected: pl.DataFrame, batch: pl.DataFrame) -> None:
+    """Two batch results equal as :func:`assert_same` has it: counts and flags exactly, the
+    rest within the tolerance (each path sums its own way)."""
+    assert batch.columns == expected.columns
+    assert batch["event_id"].to_list() == expected["event_id"].to_list()
+    for name in expected.columns[1:]:
+        pairs = zip(expected[name], batch[name], strict=True)
+        if name in EXACT:
+            assert all(a == b for a, b in pairs), name
+        else:
+            close = (math.isclose(a, b, rel_tol=TOLERANCE, abs_tol=TOLERANCE) for a, b in pairs)
+            assert all(close), name
 
 
 def at_microseconds(t: float) -> float:
@@ -263,6 +278,28 @@ def test_batch_equals_stream_for_events_in_any_order_within_a_week(
     assert_same(expected, batch)
 
 
+HUGE_AND_TINY = st.sampled_from([10_000_000.0, 9_999_999.99, 123_456.78, 0.01, 0.03, 0.0, 1e-6])
+"""Amounts for the sums' precision: a window's sum must not carry the error of a card's huge
+past (a plain running sum's difference would: ~1e-16 of 1e9 is 1e-7, far above 1e-9 of a
+window of a few cents)."""
+
+
+@PROPERTY
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["c0", "c1"]), HUGE_AND_TINY, GAPS), min_size=1, max_size=400
+    )
+)
+def test_window_sums_keep_their_precision_after_huge_amounts(
+    steps: list[tuple[str, float, float]],
+) -> None:
+    txns, t = [], T0
+    for n, (card, amount, gap) in enumerate(steps):
+        t += gap
+        txns.append(transaction(n, at=t, card_id=card, amount=amount, device_id=f"d{n % 3}"))
+    assert_same(stream_features(txns), batch_features(txns))
+
+
 # --- examples ---------------------------------------------------------------------------------
 
 T = T0 + 30 * DAY_S
@@ -328,6 +365,89 @@ def test_the_outcome_cap_keeps_the_latest_labels(count: int) -> None:
     spread = [(term, at_microseconds(T + j * step), p) for j, (term, _, p) in enumerate(labels)]
     later = [transaction(0, at=spread[-1][1], terminal_id="term-0")]
     assert_same(stream_features(later, spread), batch_features(later, spread))
+
+
+def test_a_tiny_window_after_a_huge_past_is_summed_exactly() -> None:
+    """A hundred of the largest amounts, then cents: the 1-hour sum is the cents', to the
+    last bits, not a difference of running totals near 1e9 (which would be ~1e-7 off)."""
+    huge = [
+        transaction(n, at=T + n * 3600.0, card_id="c1", amount=10_000_000.0) for n in range(100)
+    ]
+    start = T + 100 * 3600.0 + 2 * HOUR_S
+    tiny = [transaction(100 + n, at=start + n, card_id="c1", amount=0.01) for n in range(4)]
+    batch = batch_features([*huge, *tiny])
+    assert_same(stream_features([*huge, *tiny]), batch)
+    assert batch["card_count_1h"][-1] == 3
+    assert math.isclose(batch["card_amount_sum_log_1h"][-1], math.log1p(0.03), rel_tol=1e-15)
+
+
+def test_each_card_takes_its_own_path() -> None:
+    """A card whose times go back (the pair path) next to cards whose times do not (the
+    range path): each card's features are what it gets alone, and what the stream computes
+    (all within a week, where the two agree for back-dated events too)."""
+    back = [transaction(n, at=T + d * HOUR_S, card_id="back") for n, d in enumerate([0, 5, 2, 5])]
+    ties = [transaction(10 + n, at=T + (n // 2) * 60.0, card_id="ties") for n in range(6)]
+    plain = [transaction(20 + n, at=T + n * 600.0, card_id="plain") for n in range(5)]
+    mixed = [*back[:2], *ties[:3], *plain[:2], *back[2:], *ties[3:], *plain[2:]]
+    batch = batch_features(mixed)
+    assert_same(stream_features(mixed), batch)
+    for alone in (back, ties, plain):
+        ids = [txn.event_id for txn in alone]
+        assert_same_frames(batch_features(alone), batch.filter(pl.col("event_id").is_in(ids)))
+
+
+def test_both_paths_compute_the_same_features() -> None:
+    """The same card history twice: as it is (times never go back: the range path) and with
+    one back-dated event appended (the whole card then takes the pair path). The events
+    before it get the same features either way."""
+    txns = [
+        transaction(
+            n,
+            at=T + (n // 3) * 1_000.0 + (n % 3) * 0.5,
+            card_id="c1",
+            amount=round(0.01 + (n * 7919 % 1000) * 3.37, 2),
+            country=("FR", "DE", "US")[n * 7 % 3],
+            device_id=("", "d1", "d2", "d3")[n * 5 % 4],
+        )
+        for n in range(400)  # past the history cap, ties, every window
+    ]
+    ranged = batch_features(txns)
+    paired = batch_features([*txns, transaction(999, at=T, card_id="c1")]).head(len(txns))
+    assert_same(stream_features(txns), ranged)
+    assert_same_frames(ranged, paired)
+
+
+def test_nulls_in_a_frame_read_alike_on_both_paths() -> None:
+    """Null card ids, countries and devices (a frame may hold them, an event cannot): the
+    range path reads them as the pair path does (the null cards are one card; a null value
+    is never seen before, nor a distinct value), and no row is lost."""
+    txns = [
+        transaction(n, at=T + n * 600.0, card_id=f"c{n % 3}", country=("FR", "DE")[n % 4 // 3])
+        for n in range(60)
+    ]
+    every = pl.int_range(pl.len())
+    with_nulls = frame(txns).with_columns(
+        card_id=pl.when(every % 11 == 5).then(None).otherwise(pl.col("card_id")),
+        country=pl.when(every % 7 == 3).then(None).otherwise(pl.col("country")),
+        device_id=pl.when(every % 6 == 2).then(None).otherwise(pl.col("device_id")),
+    )
+    ranged = transaction_features_frame(with_nulls).collect()
+    # The same, with a back-dated event appended to each card: all of them take the pair path.
+    back_dated = frame([transaction(900 + k, at=T, card_id=f"c{k}") for k in range(3)])
+    paired = transaction_features_frame(pl.concat([with_nulls, back_dated])).collect()
+    assert ranged.height == len(txns)
+    assert_same_frames(ranged, paired.head(len(txns)))
+
+
+def test_a_negative_amount_takes_the_pair_path() -> None:
+    """A frame may hold amounts an event cannot (a refund of -0.50): the card's sums are
+    then the pair path's (the range path sums non-negative amounts only), still the
+    stream's values."""
+    txns = [
+        transaction(n, at=T + n * 60.0, card_id=f"c{n % 2}", amount=(-0.5 if n == 4 else 20.0 + n))
+        for n in range(12)
+    ]
+    assert_same(stream_features(txns), batch_features(txns))
 
 
 def test_a_backdated_event_may_count_what_the_stream_evicted() -> None:
