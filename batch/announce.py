@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from models import kafka_security
 from models.events import ModelUpdate, encode
 from models.names import EventKind, RedisKeys, Topics
 from models.settings import Settings
@@ -38,6 +39,7 @@ def announce_model(
             bootstrap_servers=settings.kafka_bootstrap.split(","),
             acks="all",
             request_timeout_ms=int(timeout_s * 1000),
+            **kafka_security.kafka_python_config(settings),
         )
         try:
             producer.send(topic, key=kind.encode(), value=encode(update)).get(timeout=timeout_s)

@@ -42,6 +42,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from models import kafka_security
 from models.events import InvalidEvent, Label, ScoredEvent, decode
 from models.names import Topics
 from models.settings import Settings
@@ -459,16 +460,14 @@ class LakeSink:
             "auto_offset_reset": "earliest",
             "request_timeout_ms": max(int(connect_timeout_s * 1000), 1000) + 30_000,
         }
+        config.update(kafka_security.kafka_python_config(settings))
         if "bootstrap_timeout_ms" in KafkaConsumer.DEFAULT_CONFIG:
             config["bootstrap_timeout_ms"] = int(connect_timeout_s * 1000)
-        unreachable = (
-            f"cannot reach Kafka at {settings.kafka_bootstrap}; is the broker running? "
-            "(set --bootstrap-servers or FRAUD_KAFKA_BOOTSTRAP)"
-        )
+        hint = "; is the broker running? (set --bootstrap-servers or FRAUD_KAFKA_BOOTSTRAP)"
         try:
             self.consumer = KafkaConsumer(**config)
         except KafkaError as exc:
-            raise SinkError(f"{unreachable} ({exc})") from None
+            raise SinkError(kafka_security.unreachable_message(settings, exc, hint)) from None
         try:
             ensure_topics(settings, only=list(self.tables), timeout_s=connect_timeout_s)
             assignment: list[TopicPartition] = []
@@ -493,7 +492,7 @@ class LakeSink:
             raise SinkError(str(exc)) from None
         except KafkaError as exc:
             self.consumer.close()
-            raise SinkError(f"{unreachable} ({exc})") from None
+            raise SinkError(kafka_security.unreachable_message(settings, exc, hint)) from None
 
     def _say(self, message: str) -> None:
         if self.progress is not None:

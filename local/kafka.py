@@ -3,15 +3,22 @@ that ``make setup`` resolves with Maven, because this project cannot count on Do
 
 One JVM is both controller and broker; every replication factor is 1 so that internal topics
 (consumer offsets, transaction state) can be created on a one-node cluster.
+
+``sasl_users`` turns the client listener into SASL_PLAINTEXT with SASL/PLAIN: the broker
+accepts exactly those users (and its own inter-broker user), which is how the tests show the
+clients authenticate and a wrong password is refused.
 """
 
 from __future__ import annotations
 
 import base64
 import re
+import secrets
 import subprocess
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from kafka import KafkaAdminClient
 
@@ -29,6 +36,9 @@ JARS_DIR = REPO_ROOT / ".cache" / "kafka-jars"
 LOG4J_CONFIG = Path(__file__).resolve().parent / "log4j2.properties"
 JAVA_HINT = "Java 17+ is required: apt-get install -y openjdk-17-jre-headless"
 MIN_JAVA = 17
+BROKER_USER = "broker"
+"""The SASL user the broker itself uses on its listener (inter-broker), and the readiness probe."""
+_JAAS_SAFE = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
 def random_cluster_id() -> str:
@@ -57,6 +67,7 @@ class KafkaBroker(Service):
         java: str = "java",
         jars_dir: Path | str = JARS_DIR,
         heap: str = "512m",
+        sasl_users: Mapping[str, str] | None = None,
     ) -> None:
         if port is None or controller_port is None:
             picked = free_ports(2)
@@ -72,6 +83,42 @@ class KafkaBroker(Service):
         self.heap = heap
         self.config_file = self.log_dir / "kafka-server.properties"
         self._java_path = java
+        self.sasl_users = dict(sasl_users or {})
+        for user, password in self.sasl_users.items():
+            if not (_JAAS_SAFE.fullmatch(user) and _JAAS_SAFE.fullmatch(password)):
+                raise ServiceError(f"SASL user {user!r}: use letters, digits, '_', '.', '-' only")
+        if BROKER_USER in self.sasl_users:
+            raise ServiceError(f"SASL user {BROKER_USER!r} is the broker's own")
+        self._broker_password = secrets.token_hex(16)
+
+    @property
+    def listener(self) -> str:
+        """The client listener's name and security protocol."""
+        return "SASL_PLAINTEXT" if self.sasl_users else "PLAINTEXT"
+
+    def client_security(self) -> dict[str, Any]:
+        """kafka-python settings for the broker's own user (empty without SASL)."""
+        if not self.sasl_users:
+            return {}
+        return {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "PLAIN",
+            "sasl_plain_username": BROKER_USER,
+            "sasl_plain_password": self._broker_password,
+        }
+
+    def _sasl_properties(self) -> list[str]:
+        if not self.sasl_users:
+            return []
+        users = {BROKER_USER: self._broker_password, **self.sasl_users}
+        accepted = " ".join(f'user_{user}="{password}"' for user, password in users.items())
+        return [
+            "sasl.enabled.mechanisms=PLAIN",
+            "sasl.mechanism.inter.broker.protocol=PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="{BROKER_USER}" password="{self._broker_password}" {accepted};',
+        ]
 
     @property
     def bootstrap(self) -> str:
@@ -85,11 +132,13 @@ class KafkaBroker(Service):
             [
                 "process.roles=broker,controller",
                 "node.id=1",
-                f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                f"listeners={self.listener}://127.0.0.1:{self.port},"
                 f"CONTROLLER://127.0.0.1:{self.controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                "inter.broker.listener.name=PLAINTEXT",
+                f"advertised.listeners={self.listener}://127.0.0.1:{self.port}",
+                f"listener.security.protocol.map={self.listener}:{self.listener},"
+                "CONTROLLER:PLAINTEXT",
+                f"inter.broker.listener.name={self.listener}",
+                *self._sasl_properties(),
                 "controller.listener.names=CONTROLLER",
                 f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
                 f"log.dirs={self.data_dir.resolve()}",
@@ -145,6 +194,7 @@ class KafkaBroker(Service):
         ensure_port_free(self.port, "Kafka")
         ensure_port_free(self.controller_port, "the Kafka controller")
         self.config_file.write_text(self.server_properties())
+        self.config_file.chmod(0o600)  # it holds the SASL passwords, when there are any
         if (self.data_dir / "meta.properties").exists():
             return  # formatted before; --ignore-formatted would still reject a new cluster id
         # Kafka 4.1: a static quorum (controller.quorum.voters) must be formatted WITHOUT
@@ -200,6 +250,7 @@ class KafkaBroker(Service):
                 request_timeout_ms=5000,
                 bootstrap_timeout_ms=5000,
                 client_id="local-readiness",
+                **self.client_security(),
             )
         except Exception:  # NoBrokersAvailable and friends: not up yet
             return False

@@ -7,11 +7,19 @@ Structs: a typed msgspec decode validates types and bounds while it parses, at a
 Decoding goes through :func:`decode`, which raises :class:`InvalidEvent` with a reason a
 person can act on; the worker puts that reason on the dead-letter topic beside the raw bytes.
 New fields are added only with defaults; a breaking change gets a new topic version.
+
+**Card numbers.** One rule says what a card number is (:func:`card_number_digits`,
+:func:`is_card_number`): 12 to 19 ASCII digits once spaces and dashes are removed, passing the
+Luhn check. :func:`decode` refuses a transaction whose ``card_id`` or ``customer_id`` is one,
+and :func:`redact_card_numbers` masks them (all but the last 4 digits) in what a dead letter
+keeps. The replay's tokenization (``models.tabular``) uses the same digits without the Luhn
+check: there a false positive costs only a token, here it would cost a refused event.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
@@ -30,6 +38,168 @@ Amount = Annotated[float, msgspec.Meta(ge=0.0, le=10_000_000.0)]
 Score = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 Version = Literal[1]
 Decision = Literal["allow", "review", "block"]
+
+
+CARD_NUMBER_LENGTHS = range(12, 20)
+"""Digits in a card number, as this rule counts them: 12 to 19 (ISO/IEC 7812's longest)."""
+CARD_SEPARATORS = " -"
+"""Characters a card number may be written with between its digits, removed before checking."""
+CARD_MASK_KEEP = 4
+"""Digits of a card number left visible when it is masked: the last four, nothing else (the
+first six as well would leave only two unknown digits of a 12-digit number)."""
+
+_CARD_FIRST = frozenset("0123456789" + CARD_SEPARATORS)
+_CARD_STRIP = str.maketrans("", "", CARD_SEPARATORS)
+# A run of digits with spaces or dashes between them, that is a whole word: not inside an
+# alphanumeric id (a token "card_3f...") nor the fraction of a decimal number.
+_CARD_RUN_TEXT = re.compile(r"(?<![0-9A-Za-z_.])[0-9](?:[ \-]*[0-9])*(?![0-9A-Za-z_])")
+_CARD_RUN_BYTES = re.compile(rb"(?<![0-9A-Za-z_.])[0-9](?:[ \-]*[0-9])*(?![0-9A-Za-z_])")
+# A JSON escape of a digit, a space or a dash (``\u0034``), not itself escaped (``\\u0034``).
+_ESCAPED_CARD_CHAR = re.compile(rb"(?<!\\)((?:\\\\)*)\\u00(3[0-9]|2[0dD])")
+
+
+def card_number_digits(value: str) -> str | None:
+    """The digits of ``value`` when it is written like a card number: 12 to 19 ASCII digits
+    once spaces and dashes are removed (``"4111 1111-1111 1111"``); None otherwise.
+
+    No Luhn check: this is the shape only (see :func:`is_card_number`).
+    """
+    if not value or value[0] not in _CARD_FIRST:  # the usual id ("card_000123"): one look
+        return None
+    digits = value.translate(_CARD_STRIP)
+    if len(digits) in CARD_NUMBER_LENGTHS and digits.isascii() and digits.isdigit():
+        return digits
+    return None
+
+
+def luhn_valid(digits: str) -> bool:
+    """Whether a string of ASCII digits passes the Luhn check every issued card number passes
+    (one random digit string in ten does too)."""
+    total = 0
+    for i, char in enumerate(reversed(digits)):
+        d = ord(char) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def is_card_number(value: str) -> bool:
+    """Whether ``value`` is a card number: :func:`card_number_digits` and the Luhn check.
+
+    The Luhn check keeps most numeric ids of that length from being taken for card numbers
+    (nine in ten fail it); every card number issued passes it.
+    """
+    digits = card_number_digits(value)
+    return digits is not None and luhn_valid(digits)
+
+
+def mask_card_number(value: str) -> str:
+    """``value`` with every digit but the last four replaced by ``*`` (separators kept)."""
+    keep = sum(c.isdigit() for c in value) - CARD_MASK_KEEP
+    out = []
+    for char in value:
+        if char.isdigit() and keep > 0:
+            out.append("*")
+            keep -= 1
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def mask_card_numbers(text: str) -> str:
+    """``text`` with every card number in it masked: each whole word made of digits, spaces
+    and dashes that :func:`is_card_number` accepts (a token such as ``card_<hex>`` is not
+    touched, even when its hex holds a run of digits)."""
+    return _CARD_RUN_TEXT.sub(_mask_text_match, text)
+
+
+def _mask_text_match(match: re.Match[str]) -> str:
+    run = match.group()
+    return mask_card_number(run) if is_card_number(run) else run
+
+
+def _mask_bytes_match(match: re.Match[bytes]) -> bytes:
+    run = match.group().decode("ascii")  # digits, spaces and dashes only
+    return mask_card_number(run).encode("ascii") if is_card_number(run) else match.group()
+
+
+def redact_card_numbers(raw: bytes, *, json: bool = True) -> bytes:
+    """``raw`` with every card number in it masked; the very same bytes when it holds none.
+
+    For what a dead letter keeps (raw bytes, key, reason): the scorer refuses card numbers in
+    clear, so the record of that refusal must not store one either. With ``json`` (event
+    bytes), a value that parses as JSON is searched after decoding, where an escaped digit
+    (``"\\u0034111..."``) is a digit again: a string holding a card number is masked, an
+    integer that is one becomes its masked string, and the document is encoded again (keys
+    and order kept). Then digit runs in the bytes are masked where they stand, JSON escapes
+    of digits, spaces and dashes read as what they stand for (bytes that do not parse).
+    """
+    out = raw
+    if json:
+        try:
+            doc = _GENERIC_JSON.decode(raw)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError):
+            pass
+        else:
+            masked, changed = _mask_document(doc)
+            if changed:
+                out = _ENCODER.encode(masked)
+    # Bytes that do not parse (truncated JSON, say) are searched with the JSON escapes of
+    # digits, space and dash read as what they stand for; they stay escaped unless masked.
+    plain = _ESCAPED_CARD_CHAR.sub(_unescape_card_char, out)
+    masked_bytes = _CARD_RUN_BYTES.sub(_mask_bytes_match, plain)
+    return out if masked_bytes == plain else masked_bytes
+
+
+def _unescape_card_char(match: re.Match[bytes]) -> bytes:
+    return match.group(1) + bytes([int(match.group(2), 16)])
+
+
+def _mask_document(doc: Any) -> tuple[Any, bool]:
+    """(``doc`` with card numbers masked, whether anything was); iterative, so a document
+    nested as deep as the decoder allows cannot exhaust Python's stack."""
+    root = [doc]
+    changed = False
+    stack: list[list[Any] | dict[Any, Any]] = [root]
+    while stack:
+        container = stack.pop()
+        if isinstance(container, dict):
+            for key in list(container):
+                value = container[key]
+                new_key = mask_card_numbers(key) if isinstance(key, str) else key
+                new_value, touched = _mask_scalar(value)
+                if isinstance(new_value, list | dict):
+                    stack.append(new_value)
+                if new_key != key:
+                    del container[key]
+                    changed = True
+                if new_key != key or touched:
+                    container[new_key] = new_value
+                    changed = True
+        else:
+            for i, value in enumerate(container):
+                new_value, touched = _mask_scalar(value)
+                if isinstance(new_value, list | dict):
+                    stack.append(new_value)
+                if touched:
+                    container[i] = new_value
+                    changed = True
+    return root[0], changed
+
+
+def _mask_scalar(value: Any) -> tuple[Any, bool]:
+    if isinstance(value, str):
+        masked = mask_card_numbers(value)
+        return masked, masked != value
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and 10**11 <= abs(value) < 10**19  # before str(): a huge int has no str()
+        and is_card_number(str(abs(value)))
+    ):
+        return mask_card_number(str(value)), True
+    return value, False
 
 
 class InvalidEvent(ValueError):
@@ -54,7 +224,8 @@ class Event(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class Transaction(Event, kw_only=True, frozen=True):
-    """A card payment. ``card_id`` is a token, never a card number in clear."""
+    """A card payment. ``card_id`` is a token, never a card number in clear: :func:`decode`
+    refuses a ``card_id`` or ``customer_id`` that :func:`is_card_number` accepts."""
 
     card_id: Id
     customer_id: Id
@@ -172,7 +343,11 @@ class Review(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class DeadLetter(msgspec.Struct, kw_only=True, frozen=True):
-    """An input that could not be processed, kept with its raw bytes so nothing is lost."""
+    """An input that could not be processed, kept with its raw bytes so nothing is lost.
+
+    Card numbers are the exception: the worker masks them in ``raw``, ``key`` and ``reason``
+    (:func:`redact_card_numbers`), so ``raw`` is the bytes as sent except for those digits.
+    """
 
     schema_version: Version = SCHEMA_VERSION
     topic: str
@@ -196,6 +371,7 @@ E = TypeVar("E", bound=msgspec.Struct)
 
 _ENCODER = msgspec.json.Encoder()
 _DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+_GENERIC_JSON = msgspec.json.Decoder()
 
 
 def encode(event: msgspec.Struct) -> bytes:
@@ -232,6 +408,8 @@ def decode(
         raise InvalidEvent(f"undecodable {schema.__name__}: a string is not valid UTF-8") from None
     except RecursionError:
         raise InvalidEvent(f"undecodable {schema.__name__}: nested too deeply") from None
+    if isinstance(event, Transaction):
+        _check_card_numbers(event)
     if isinstance(event, Event):
         _check_event_time(event, now)
     if isinstance(event, Transaction):
@@ -239,6 +417,18 @@ def decode(
             if not math.isfinite(value):
                 raise InvalidEvent(f"invalid Transaction: extra feature {name!r} is not finite")
     return event
+
+
+def _check_card_numbers(txn: Transaction) -> None:
+    # Defence in depth: a producer that sends a card number where a token belongs gets its
+    # event refused (so dead-lettered, masked), never scored, stored, alerted on or lake'd.
+    for name, value in (("card_id", txn.card_id), ("customer_id", txn.customer_id)):
+        if value[0] in _CARD_FIRST and is_card_number(value):  # ids are never empty
+            raise InvalidEvent(
+                f"invalid Transaction: {name} is a card number in clear "
+                f"({mask_card_number(value)}); send a token instead (e.g. card_<keyed hash>, "
+                "as python -m producers replay makes with FRAUD_CARD_TOKEN_KEY)"
+            )
 
 
 def _check_event_time(event: Event, now: float | None) -> None:

@@ -13,9 +13,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
+from urllib.parse import urlsplit, urlunsplit
 
 ENV_PREFIX = "FRAUD_"
 MIN_TOKEN_CHARS = 16
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+"""``FRAUD_KAFKA_SECURITY_PROTOCOL`` values, as Kafka names them."""
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+"""``FRAUD_KAFKA_SASL_MECHANISM`` values: those kafka-python, aiokafka and Faust all speak."""
 
 
 class SettingsError(ValueError):
@@ -33,9 +38,39 @@ class Settings:
     kafka_bootstrap: str = field(
         default="127.0.0.1:9092", metadata={"help": "Kafka bootstrap servers, host:port[,...]"}
     )
+    kafka_security_protocol: str = field(
+        default="PLAINTEXT",
+        metadata={
+            "help": "how clients talk to Kafka: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL "
+            "(docs/security.md)"
+        },
+    )
+    kafka_sasl_mechanism: str = field(
+        default="PLAIN",
+        metadata={
+            "help": "SASL mechanism with a SASL_ protocol: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"
+        },
+    )
+    kafka_sasl_username: str = field(
+        default="", metadata={"help": "Kafka SASL user; required with a SASL_ protocol"}
+    )
+    kafka_sasl_password: str = field(
+        default="",
+        metadata={"help": "Kafka SASL password; required with a SASL_ protocol", "secret": True},
+    )
+    kafka_ssl_cafile: str = field(
+        default="",
+        metadata={
+            "help": "PEM file of the CAs that sign the brokers' certificates (SSL, SASL_SSL); "
+            "empty: the system's CAs"
+        },
+    )
     redis_url: str = field(
         default="redis://127.0.0.1:6379/0",
-        metadata={"help": "Redis URL (redis://[:pw@]host:port/db)"},
+        metadata={
+            "help": "Redis URL (redis://[user:pw@]host:port/db); each part has its own Redis "
+            "user (docs/security.md)"
+        },
     )
     partitions: int = field(default=4, metadata={"help": "partitions of the event topics"})
     txn_review_threshold: float = field(
@@ -81,7 +116,19 @@ class Settings:
     web_port: int = field(default=6066, metadata={"help": "worker web port (/metrics)"})
     model_signing_key: str = field(
         default="",
-        metadata={"help": "HMAC key for model payloads; required wherever weights are published"},
+        metadata={
+            "help": "HMAC key for model payloads; required wherever weights are published",
+            "secret": True,
+        },
+    )
+    card_token_key: str = field(
+        default="",
+        metadata={
+            "help": "HMAC key that turns card numbers into tokens when a file is replayed "
+            f"({MIN_TOKEN_CHARS}+ characters); required to replay a card-number column; the "
+            "same key gives the same tokens (docs/security.md)",
+            "secret": True,
+        },
     )
     lake_dir: str = field(default="lake", metadata={"help": "directory of the Parquet lake"})
     runs_dir: str = field(
@@ -101,7 +148,11 @@ class Settings:
         metadata={"help": "average precision a new batch model must gain over production"},
     )
     retrain_budget_s: float = field(
-        default=120.0, metadata={"help": "time budget of hyperparameter tuning, seconds"}
+        default=120.0,
+        metadata={
+            "help": "time budget of fitting, tuning included (the first candidate stops "
+            "growing trees when it is spent), seconds"
+        },
     )
     retrain_at: str = field(
         default="02:00", metadata={"help": "UTC time of day of the nightly retrain (HH:MM)"}
@@ -112,9 +163,31 @@ class Settings:
         default="",
         metadata={
             "help": "reviewer:token pairs, comma-separated, that may mark alerts on the alerts "
-            f"page (tokens of {MIN_TOKEN_CHARS}+ characters); empty: the page is read-only"
+            f"page (tokens of {MIN_TOKEN_CHARS}+ characters); empty: the page is read-only",
+            "secret": True,
         },
     )
+
+    def __repr__(self) -> str:
+        """Like the dataclass's, but secrets (and the Redis URL's password) masked: settings
+        end up in logs and tracebacks."""
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("secret") and value:
+                value = "***"
+            elif f.name == "redis_url":
+                value = masked_url(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+    @property
+    def kafka_uses_sasl(self) -> bool:
+        return self.kafka_security_protocol.startswith("SASL_")
+
+    @property
+    def kafka_uses_tls(self) -> bool:
+        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
 
     def reviewers(self) -> dict[str, str]:
         """Reviewer name by token, from ``review_tokens`` (validated by :meth:`validate`)."""
@@ -172,7 +245,55 @@ class Settings:
             raise SettingsError(f"{ENV_PREFIX}PROMOTION_MARGIN must be in [0, 1)")
         if not _is_time_of_day(self.retrain_at):
             raise SettingsError(f"{ENV_PREFIX}RETRAIN_AT must be HH:MM (UTC), e.g. 02:00")
+        if self.card_token_key and len(self.card_token_key) < MIN_TOKEN_CHARS:
+            # The message never echoes the key: it ends up in logs.
+            raise SettingsError(
+                f"{ENV_PREFIX}CARD_TOKEN_KEY must have at least {MIN_TOKEN_CHARS} characters "
+                "(make one: openssl rand -hex 32)"
+            )
         self._validate_review_tokens()
+        self._validate_kafka_security()
+
+    def _validate_kafka_security(self) -> None:
+        # Never silently plaintext: credentials or a CA file that the protocol would not use
+        # are refused, not ignored. Messages name variables, never their secret values.
+        protocol = f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL"
+        if self.kafka_security_protocol not in KAFKA_SECURITY_PROTOCOLS:
+            raise SettingsError(
+                f"{protocol}={self.kafka_security_protocol!r} must be one of "
+                f"{', '.join(KAFKA_SECURITY_PROTOCOLS)}"
+            )
+        if self.kafka_sasl_mechanism not in KAFKA_SASL_MECHANISMS:
+            raise SettingsError(
+                f"{ENV_PREFIX}KAFKA_SASL_MECHANISM={self.kafka_sasl_mechanism!r} must be one of "
+                f"{', '.join(KAFKA_SASL_MECHANISMS)}"
+            )
+        credentials = {
+            f"{ENV_PREFIX}KAFKA_SASL_USERNAME": self.kafka_sasl_username,
+            f"{ENV_PREFIX}KAFKA_SASL_PASSWORD": self.kafka_sasl_password,
+        }
+        if self.kafka_uses_sasl:
+            missing = [name for name, value in credentials.items() if not value]
+            if missing:
+                raise SettingsError(
+                    f"{protocol}={self.kafka_security_protocol} needs {' and '.join(missing)}"
+                )
+        else:
+            given = [name for name, value in credentials.items() if value]
+            if given:
+                raise SettingsError(
+                    f"{' and '.join(given)} set, but {protocol}={self.kafka_security_protocol} "
+                    "sends no credentials: use SASL_SSL (or SASL_PLAINTEXT)"
+                )
+        if self.kafka_ssl_cafile:
+            cafile = f"{ENV_PREFIX}KAFKA_SSL_CAFILE"
+            if not self.kafka_uses_tls:
+                raise SettingsError(
+                    f"{cafile} set, but {protocol}={self.kafka_security_protocol} does not use "
+                    "TLS: use SSL or SASL_SSL"
+                )
+            if not os.path.isfile(self.kafka_ssl_cafile):
+                raise SettingsError(f"{cafile}={self.kafka_ssl_cafile!r} is not a file")
 
     def _validate_review_tokens(self) -> None:
         # Messages never echo a token: they end up in logs.
@@ -206,6 +327,16 @@ class Settings:
             default = "(empty)" if f.default == "" else f.default
             lines.append(f"  {ENV_PREFIX}{f.name.upper():28} {default!s:28} {f.metadata['help']}")
         return "\n".join(lines)
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _is_time_of_day(text: str) -> bool:

@@ -11,8 +11,16 @@ stream worker's package stand on ``models`` only.
 
 A file with only numeric columns and a label still works for transactions: ids, cards and
 times are synthesized from the row number (and the notes say so), and the numeric columns go
-into ``Transaction.extra`` as ready-made features. A card column holding card numbers is
-turned into stable tokens, never kept in clear.
+into ``Transaction.extra`` as ready-made features.
+
+Card numbers never leave here in clear: a value of the card or customer column that is 12 to
+19 digits once spaces and dashes are removed (:func:`models.events.card_number_digits`; no
+Luhn check here, so a mistyped number is covered too) becomes ``card_`` + the first 128 bits
+of HMAC-SHA256 over its digits (:func:`card_token`). The key is ``FRAUD_CARD_TOKEN_KEY`` for
+the replay, which refuses such a file without one (the same key gives the same tokens in
+every run, so card histories carry over); the backtest, whose tokens live only in its own
+outputs, uses a random key per run when given none. Never an unkeyed hash: once the issuer's
+prefix is known a card number has about a billion possible values, tried in minutes.
 
 ``Transaction.extra`` holds numbers only, so a categorical column (``categorical=[...]``)
 is one-hot encoded over its :data:`CATEGORICAL_TOP` most frequent values: one ``<col>=<value>``
@@ -30,8 +38,10 @@ backtest that dies after an hour wastes the hour.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
+import secrets
 import time
 import tomllib
 from collections.abc import Iterable, Iterator
@@ -42,8 +52,15 @@ from typing import Any
 import msgspec
 import polars as pl
 
-from models.events import Email, Transaction, utc_from_timestamp
+from models.events import (
+    Email,
+    Transaction,
+    card_number_digits,
+    mask_card_number,
+    utc_from_timestamp,
+)
 from models.names import EventKind
+from models.settings import ENV_PREFIX
 
 TRANSACTION_FIELDS = (
     "event_id",
@@ -87,10 +104,43 @@ MAX_AMOUNT = 10_000_000.0
 SPEC_KEYS = frozenset(
     {"kind", "map", "extra", "categorical", "positive", "time_format", "start", "reference"}
 )
+CARD_TOKEN_BYTES = 16
+"""Bytes of the HMAC kept in a card token: 128 bits, so two cards never share one."""
+CARD_KEY_VARIABLE = f"{ENV_PREFIX}CARD_TOKEN_KEY"
 
 
 class TableError(ValueError):
     """The file cannot be read as events as asked; the message says why and what to do."""
+
+
+def card_token(number: str, key: str | bytes) -> str:
+    """The token of a card number: ``card_`` + the first :data:`CARD_TOKEN_BYTES` bytes of
+    HMAC-SHA256(``key``, its digits), in hex. Spaces and dashes do not change it; the same
+    number and key always give the same token, another key another one."""
+    digits = card_number_digits(number)
+    if digits is None:
+        raise ValueError("not a card number: 12 to 19 digits (spaces and dashes aside)")
+    secret = key.encode() if isinstance(key, str) else key
+    if not secret:
+        raise ValueError("a card token needs a key")
+    mac = hmac.new(secret, digits.encode("ascii"), hashlib.sha256).digest()
+    return "card_" + mac[:CARD_TOKEN_BYTES].hex()
+
+
+@dataclass(frozen=True)
+class _CardKey:
+    """The key card numbers are tokenized with: given, random for this load, or missing."""
+
+    key: bytes | None
+    ephemeral: bool = False
+
+    @classmethod
+    def resolve(cls, card_key: str | None, required: bool) -> _CardKey:
+        if card_key:
+            return cls(card_key.encode())
+        if required:
+            return cls(None)
+        return cls(secrets.token_bytes(32), ephemeral=True)
 
 
 @dataclass
@@ -268,6 +318,8 @@ def load(
     now: float | None = None,
     require_amount: bool = True,
     reference: str | None = None,
+    card_key: str | None = None,
+    card_key_required: bool = False,
 ) -> Table:
     """Read, map, check and sort a dataset.
 
@@ -280,6 +332,11 @@ def load(
     about ``now``). ``require_amount=False`` lets a transaction table without an amount
     column through, with amount 0 (the replay refuses it: a live stream without amounts is
     a mapping mistake). ``reference`` carries a numeric column along as ``_reference``.
+
+    ``card_key`` keys the tokens of card numbers in the card and customer columns (see the
+    module doc). Without one, ``card_key_required`` (the replay) refuses a file that holds
+    card numbers with a :class:`TableError` naming ``FRAUD_CARD_TOKEN_KEY``; otherwise (the
+    backtest) a random key serves this load only, and a note says so.
     """
     frame = read_table(path)
     mapping = dict(mapping or {})
@@ -331,7 +388,8 @@ def load(
     if kind == "transaction":
         if extra is None:
             extra = _default_extra(frame, source, used, notes)
-        out.update(_transaction_columns(frame, source, notes, synthesized, require_amount))
+        cards = _CardKey.resolve(card_key, card_key_required)
+        out.update(_transaction_columns(frame, source, notes, synthesized, require_amount, cards))
         extras = _extras(frame, extra, used | set(categorical or []))
         for name in extras:
             out[name] = frame[name].cast(pl.Float64)
@@ -498,6 +556,7 @@ def _transaction_columns(
     notes: list[str],
     synthesized: set[str],
     require_amount: bool,
+    card_key: _CardKey,
 ) -> dict[str, pl.Series]:
     n = frame.height
     out: dict[str, pl.Series] = {}
@@ -516,18 +575,13 @@ def _transaction_columns(
         out["card_id"] = pl.Series([f"card_{i}" for i in range(n)])
     else:
         cards = _text(frame[source["card_id"]], "card_id", _ID_MAX, required=True)
-        if cards.str.contains(r"^\d{12,19}$").any():
-            notes.append(
-                f"column {source['card_id']!r} holds card numbers: sent as tokens "
-                "(card_<hash>), never in clear"
-            )
-            cards = pl.Series("card_id", [_card_token(c) for c in cards.to_list()])
-        out["card_id"] = cards
+        out["card_id"] = _tokenize_card_numbers(cards, source["card_id"], card_key, notes)
     if source["customer_id"] is None:
         out["customer_id"] = out["card_id"].rename("customer_id")
     else:
-        out["customer_id"] = _text(
-            frame[source["customer_id"]], "customer_id", _ID_MAX, default="unknown"
+        customers = _text(frame[source["customer_id"]], "customer_id", _ID_MAX, default="unknown")
+        out["customer_id"] = _tokenize_card_numbers(
+            customers, source["customer_id"], card_key, notes
         )
     defaults = {
         "currency": "EUR",
@@ -582,11 +636,37 @@ def _amounts(amount: pl.Series, amount_col: str) -> pl.Series:
     return amount.rename("amount")
 
 
-def _card_token(value: str) -> str:
-    """A stable token for what looks like a card number (12-19 digits); other ids pass."""
-    if value.isdigit() and 12 <= len(value) <= 19:
-        return "card_" + hashlib.blake2b(value.encode(), digest_size=8).hexdigest()
-    return value
+def _tokenize_card_numbers(
+    values: pl.Series, column: str, card_key: _CardKey, notes: list[str]
+) -> pl.Series:
+    """``values`` with each card number (by its digits, no Luhn check) replaced by its token;
+    other values pass. Each distinct number is hashed once."""
+    numbers = {
+        value: digits
+        for value in values.drop_nulls().unique().to_list()
+        if (digits := card_number_digits(value)) is not None
+    }
+    if not numbers:
+        return values
+    if card_key.key is None:
+        example = mask_card_number(min(numbers))
+        raise TableError(
+            f"column {column!r} holds card numbers (e.g. {example}): set {CARD_KEY_VARIABLE} "
+            "(a secret of 16+ characters, e.g. from `openssl rand -hex 32`) to send them as "
+            "keyed tokens; they are never sent in clear or hashed without a key"
+        )
+    tokens = {value: card_token(digits, card_key.key) for value, digits in numbers.items()}
+    if card_key.ephemeral:
+        notes.append(
+            f"column {column!r} holds card numbers: turned into tokens keyed with a random "
+            "key for this run only (the same card gets the same token within the file)"
+        )
+    else:
+        notes.append(
+            f"column {column!r} holds card numbers: sent as keyed tokens "
+            f"(card_<HMAC-SHA256>, {CARD_KEY_VARIABLE}), never in clear"
+        )
+    return values.replace(tokens)
 
 
 def _check_codes(values: pl.Series, column: str | None, low: int, high: int, what: str) -> None:

@@ -16,6 +16,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from models import kafka_security
 from models.names import Topics
 from models.settings import Settings
 
@@ -43,7 +44,11 @@ def ensure_topics(
     return the names created.
 
     Idempotent: a topic that exists is left as it is (its partition count is not changed).
+    Credentials the broker refuses fail at once (retrying cannot help), with the reason.
     """
+    refused = kafka_security.refused(settings)
+    if refused is not None:
+        raise KafkaUnavailable(kafka_security.refusal_message(settings, refused))
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -51,13 +56,18 @@ def ensure_topics(
                 bootstrap_servers=settings.kafka_bootstrap.split(","),
                 client_id=f"{settings.namespace}-topology",
                 request_timeout_ms=10_000,
+                **kafka_security.kafka_python_config(settings),
             )
             break
         except KafkaError as exc:
             if time.monotonic() > deadline:
                 raise KafkaUnavailable(
-                    f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc}); is the broker "
-                    "running? (make up starts one; FRAUD_KAFKA_BOOTSTRAP points elsewhere)"
+                    kafka_security.unreachable_message(
+                        settings,
+                        exc,
+                        "; is the broker running? (make up starts one; FRAUD_KAFKA_BOOTSTRAP "
+                        "points elsewhere)",
+                    )
                 ) from None
             time.sleep(0.5)
     try:

@@ -115,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
         "replay",
         help="stream a labelled CSV/Parquet file",
         description="Stream a labelled CSV or Parquet file into the transactions or emails "
-        "topic in event-time order, with its labels after --label-delay (event time).",
+        "topic in event-time order, with its labels after --label-delay (event time). Card "
+        "numbers in the card or customer column are sent as keyed tokens "
+        "(FRAUD_CARD_TOKEN_KEY, required for such a file), never in clear.",
         epilog="example: replay fraudTrain.csv --kind transaction --map card_id=cc_num "
         "--map amount=amt --map event_time=trans_date_trans_time --map label=is_fraud "
         "--map merchant_id=merchant --map merchant_category=category\n\n" + env_help,
@@ -361,7 +363,14 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     if extra and kind == "email":
         raise UsageError("--extra only applies to --kind transaction")
     data = load(
-        args.file, kind, mapping, extra=extra, time_format=args.time_format, start=args.start
+        args.file,
+        kind,
+        mapping,
+        extra=extra,
+        time_format=args.time_format,
+        start=args.start,
+        card_key=settings.card_token_key or None,
+        card_key_required=True,  # tokens must be the same in every run: never a random key
     )
     for note in data.notes:
         print(f"note: {note}", file=sys.stderr)

@@ -26,7 +26,7 @@ import kafka.errors
 from kafka import KafkaProducer
 from kafka.codec import has_lz4
 
-from models import topology
+from models import kafka_security, topology
 from models.events import Email, Label, Transaction, encode, entity_key
 from models.settings import Settings
 from models.topology import KafkaUnavailable
@@ -81,10 +81,11 @@ class Publisher(Closing):
         client_id: str = "fraudstream-producer",
         linger_ms: int = 10,
         timeout_s: float = 10.0,
+        settings: Settings | None = None,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.partitions = partitions
-        self.settings: Settings | None = None
+        self.settings = settings
         self._client_id = client_id
         self._timeout_ms = int(timeout_s * 1000)
         self._routers: dict[str, KeyRouter] = {}
@@ -101,18 +102,23 @@ class Publisher(Closing):
                 compression_type="lz4" if has_lz4() else None,
                 bootstrap_timeout_ms=self._timeout_ms,
                 max_block_ms=self._timeout_ms * 3,
+                **(kafka_security.kafka_python_config(settings) if settings else {}),
             )
         except kafka.errors.KafkaError as exc:
             raise KafkaUnavailable(
-                f"cannot reach Kafka at {bootstrap_servers} ({exc}); is the broker running? "
-                "set --bootstrap-servers or FRAUD_KAFKA_BOOTSTRAP"
+                kafka_security.unreachable_message(
+                    settings or Settings(kafka_bootstrap=bootstrap_servers),
+                    exc,
+                    "; is the broker running? set --bootstrap-servers or FRAUD_KAFKA_BOOTSTRAP",
+                )
             ) from None
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> Publisher:
-        publisher = cls(settings.kafka_bootstrap, partitions=settings.partitions, **kwargs)
-        publisher.settings = settings
-        return publisher
+        """A publisher for ``settings``' broker, with its security settings (SASL, TLS)."""
+        return cls(
+            settings.kafka_bootstrap, partitions=settings.partitions, settings=settings, **kwargs
+        )
 
     def ensure_topics(self, topics: Iterable[str]) -> None:
         """Create the topics that do not exist yet, with the partition counts that

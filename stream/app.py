@@ -30,7 +30,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Iterator, Mapping, MutableMapping
 from typing import Any, cast
 
 import aiokafka
@@ -38,7 +38,9 @@ import faust
 import redis.asyncio as aioredis
 from faust.sensors.prometheus import PrometheusMonitor, setup_prometheus_sensors
 from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.types import TP
 
+from models import kafka_security
 from models.events import InvalidEvent, ModelUpdate, decode
 from models.names import EVENT_KINDS, EventKind, Topics, consumer_group
 from models.settings import Settings
@@ -269,8 +271,16 @@ class _Consumer(aiokafka_driver.Consumer):
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
+class _Producer(aiokafka_driver.Producer):
+    def _settings_extra(self) -> Mapping[str, Any]:
+        # Idempotent: a batch sent again because its acknowledgement was lost (a broker
+        # restarting) is written once, so an alert reaches the alerts topic once.
+        return {**super()._settings_extra(), "enable_idempotence": True}
+
+
 class _Transport(aiokafka_driver.Transport):
     Consumer = _Consumer
+    Producer = _Producer
 
 
 class App(faust.App):
@@ -289,11 +299,28 @@ class App(faust.App):
         return _Transport(self.conf.broker_consumer, self)
 
 
+def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """Faust's form of the Kafka security settings (``models.kafka_security``): its consumer,
+    producer and topic creation all use them. None for PLAINTEXT."""
+    context = kafka_security.ssl_context(settings)
+    if settings.kafka_uses_sasl:
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password,
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,  # None: SASL_PLAINTEXT; a context: SASL_SSL
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
 def consuming_config(settings: Settings) -> dict[str, Any]:
     """How the worker's Faust app connects and consumes: shared with the benchmark that
     measures Faust alone (``benchmarks/plumbing.py``), so that bound is this worker's."""
     return {
         "broker": ";".join(f"kafka://{hp.strip()}" for hp in settings.kafka_bootstrap.split(",")),
+        "broker_credentials": broker_credentials(settings),
         "store": "memory://",
         "key_serializer": "raw",
         "value_serializer": "raw",
@@ -320,6 +347,7 @@ async def follow_announcements(settings: Settings, topic: str, models: BatchMode
         group_id=None,
         auto_offset_reset="latest",
         enable_auto_commit=False,
+        **kafka_security.aiokafka_config(settings),
     )
     while True:
         try:
@@ -390,7 +418,7 @@ def create_app(settings: Settings) -> faust.App:
             batches = _batches(stream, settings.batch_size, settings.batch_within_s)
             async for events in batches:
                 try:
-                    await worker.handle_events(kind, _raw(events))
+                    await worker.handle_events_retrying(kind, _raw(events))
                 finally:
                     await sink.flush()  # what a failed step sent still goes, as with send_soon
 
@@ -400,12 +428,17 @@ def create_app(settings: Settings) -> faust.App:
     for kind in EVENT_KINDS:
         events_agent(kind)
 
+    async def rewind_labels(offset: int) -> None:
+        await app.consumer.seek(TP(topics.labels, 0), offset)
+
+    worker.rewind_labels = rewind_labels
+
     @app.agent(labels_topic, name="learn-labels")
     async def learn(stream: faust.StreamT[Any]) -> None:
         batches = _batches(stream, settings.checkpoint_every_labels, settings.checkpoint_interval_s)
         async for events in batches:
             try:
-                counts = await worker.handle_labels(_raw(events))
+                counts = await worker.handle_labels_retrying(_raw(events))
             finally:
                 await sink.flush()
             log.info("labels: %s", counts)

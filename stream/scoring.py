@@ -7,7 +7,10 @@ Kafka, no Redis; the caller loads the histories and label outcomes and stores th
 
 An event whose features were already served (a replay after a crash) is scored again from
 those served features and leaves the history alone, so a replay neither changes its score nor
-counts the event twice in its entity's windows.
+counts the event twice in its entity's windows. The one exception is a history that never
+received the event: a crash after the served features were saved but before the history's
+changelog write reached Kafka. The history mark saved with the served features tells (see
+:func:`history_mark`), and the event then enters the history on its replay.
 """
 
 from __future__ import annotations
@@ -116,6 +119,21 @@ EMAILS: KindSpec[Email, F.SenderHistory] = KindSpec(
 SPECS: dict[EventKind, KindSpec[Any, Any]] = {"transaction": TRANSACTIONS, "email": EMAILS}
 
 
+HistoryMark = tuple[int, float | None, float | None]
+"""An entity's history in brief: (entries, first entry's time, last entry's time)."""
+
+
+def history_mark(history: Any) -> HistoryMark:
+    """The mark of a card's or sender's history (both keep their entries' ``times``).
+
+    Saved with the served features as the mark of the history *before* the event. On a
+    replay, a history that still bears that mark never received the event (appending an
+    entry changes the count or, once the history is full, the first and last times).
+    """
+    times = history.times
+    return (len(times), times[0], times[-1]) if times else (0, None, None)
+
+
 @dataclass(frozen=True)
 class Verdict:
     """The outcome of scoring one event: always a scored event, sometimes an alert."""
@@ -124,6 +142,11 @@ class Verdict:
     alert: Alert | None
     replayed: bool
     """True when the features came from an earlier serving of the same event."""
+    advanced: bool = True
+    """True when the event entered its entity's history in this call (every fresh event; a
+    replayed one whose history never received it, see ``served_marks``)."""
+    history_mark: HistoryMark | None = None
+    """The mark of the entity's history before the event (to save with served features)."""
 
 
 def score_batch(
@@ -137,30 +160,49 @@ def score_batch(
     scored_at: float,
     served: Mapping[str, dict[str, float]] | None = None,
     batch: BatchModel | None = None,
+    served_marks: Mapping[str, HistoryMark] | None = None,
 ) -> list[Verdict]:
     """Score ``events`` in order, advancing ``histories`` (entity -> history) in place.
 
     ``served`` maps event ids already scored before to the features served then. With a
     ``batch`` model the final score is the hybrid of the online and the batch score (the
     blend and the thresholds travel with the batch model, fitted for it); without one it is
-    the online score and ``thresholds`` decide.
+    the online score and ``thresholds`` decide. ``served_marks`` maps replayed event ids to
+    the :func:`history_mark` saved when they were first served: a replayed event whose
+    entity's history still bears it enters the history now.
     """
     served = served or {}
+    served_marks = served_marks or {}
     scored_time = utc_from_timestamp(scored_at)
     rows: list[dict[str, float]] = []
     replayed: list[bool] = []
+    advanced: list[bool] = []
+    marks: list[HistoryMark | None] = []
+    first_rows: dict[str, dict[str, float]] = {}
     for event in events:
-        previous = served.get(event.event_id)
+        # The same event twice in one batch (redelivered after a rebalance) is a replay of
+        # its first occurrence, like one served in an earlier batch.
+        previous = served.get(event.event_id) or first_rows.get(event.event_id)
+        entity = spec.entity(event)
+        history = histories.get(entity)
+        if history is None:
+            history = spec.new_history()
+        mark: HistoryMark | None
         if previous is None:
-            entity = spec.entity(event)
-            history = histories.get(entity)
-            if history is None:
-                history = spec.new_history()
+            mark = history_mark(history)
             rows.append(spec.features(event, history, outcomes.get(spec.scope(event), ())))
             histories[entity] = spec.history_after(history, event)
+            first_rows[event.event_id] = rows[-1]
         else:
+            mark = served_marks.get(event.event_id)
             rows.append(previous)
+            if mark is not None and history_mark(history) == mark:
+                histories[entity] = spec.history_after(history, event)
+            else:
+                mark = None
         replayed.append(previous is not None)
+        advanced.append(mark is not None)
+        marks.append(mark)
     online = [model.score_one(x) for x in rows]
     if batch is not None and rows:
         keys = [{"entity_id": spec.entity(e), "scope_id": spec.scope(e)} for e in events]
@@ -173,8 +215,8 @@ def score_batch(
         batch_scores = [None] * len(rows)
         finals, batch_version = online, None
     verdicts = []
-    for event, x, online_score, batch_score, score, was_replayed in zip(
-        events, rows, online, batch_scores, finals, replayed, strict=True
+    for event, x, online_score, batch_score, score, was_replayed, moved, mark in zip(
+        events, rows, online, batch_scores, finals, replayed, advanced, marks, strict=True
     ):
         entity = spec.entity(event)
         decision = thresholds.decide(score)
@@ -214,5 +256,13 @@ def score_batch(
                 batch_version=batch_version,
                 features=x,
             )
-        verdicts.append(Verdict(scored=scored, alert=alert, replayed=was_replayed))
+        verdicts.append(
+            Verdict(
+                scored=scored,
+                alert=alert,
+                replayed=was_replayed,
+                advanced=moved,
+                history_mark=mark,
+            )
+        )
     return verdicts

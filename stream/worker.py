@@ -4,7 +4,7 @@ The Faust agents in ``stream.app`` are thin: they hand each batch of raw message
 :class:`StreamWorker`, which
 
 * decodes and validates every message, sending what is invalid to the dead-letter topic with
-  its raw bytes and the reason (the batch goes on);
+  its raw bytes and the reason, card numbers masked (the batch goes on);
 * loads the entities' histories from the Faust tables and the label outcomes from Redis,
   calls :func:`stream.scoring.score_batch`, writes the histories back;
 * keeps the features it served in Redis by event id (until the label comes), with the
@@ -25,21 +25,25 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Collection, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 import orjson
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from models import features as F
 from models.events import (
+    Alert,
     DeadLetter,
     E,
     InvalidEvent,
     Label,
     decode,
     encode,
+    mask_card_numbers,
+    redact_card_numbers,
     utc_from_timestamp,
 )
 from models.names import EVENT_KINDS, EventKind, RedisKeys, Topics
@@ -48,15 +52,30 @@ from models.registry import NO_OFFSET, CheckpointConflict, OnlineCheckpoints
 from models.settings import Settings
 from stream import metrics, quality
 from stream.batch_models import BatchModels
-from stream.scoring import SPECS, KindSpec, Outcomes, Thresholds, Verdict, score_batch
+from stream.scoring import (
+    SPECS,
+    HistoryMark,
+    KindSpec,
+    Outcomes,
+    Thresholds,
+    Verdict,
+    score_batch,
+)
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 CHECKPOINT_ATTEMPTS = 3
 """Times a learner re-learns a batch on top of a newer checkpoint before it gives up."""
 
 MODEL_REFRESH_INTERVAL_S = 1.0
 """How often a worker asks Redis whether a newer online checkpoint exists."""
+
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+"""What an unreachable Redis raises (after the client's own few quick retries)."""
+REDIS_RETRY_MAX_S = 2.0
+"""Longest pause between two attempts at a batch while Redis cannot be reached."""
 
 # A batch's per-event Redis commands run server-side in one script call each: one command
 # and one reply instead of one per event, which is what a pipeline of thousands of commands
@@ -77,6 +96,34 @@ return waiting
 batch), then GET the remaining keys (labels waiting for these events). One script, so the
 write of the features and the look for waiting labels are atomic: a label that the learner
 parks while this runs is either seen here or sees the features there."""
+
+CLAIM_ALERTS_SCRIPT = """
+local n = tonumber(ARGV[4])
+local won, again = {}, {}
+for i = 1, n do
+  local alert = ARGV[i + 4]
+  if redis.call('SET', KEYS[i], alert, 'NX', 'EX', ARGV[2]) then
+    redis.call('XADD', ARGV[1], 'MAXLEN', '~', ARGV[3], '*', 'alert', alert)
+    won[i] = 1
+  else
+    won[i] = 0
+  end
+end
+for i = n + 1, #KEYS do
+  again[i - n] = redis.call('GET', KEYS[i])
+end
+return {won, again}
+"""
+"""KEYS are the claim keys of the batch's ARGV[4] alerts, then those of its replayed events.
+Each alert (ARGV[i + 4]) is claimed (SET NX EX ARGV[2]: the claim holds the alert itself)
+and, only if the claim is won, added to the recent-alerts stream ARGV[1] (MAXLEN ~ ARGV[3])
+in the same step, so a crash cannot leave a claimed alert out of the stream. Returns the won
+flags and the alerts held by the replayed events' claims (nil where none).
+
+The stream is not a declared key on purpose: Redis wants read and write permission on every
+declared key of EVALSHA, and the worker's ACL user may only write the stream
+(``models.redis_acl``); the XADD itself is checked against the ACL like any command. Like
+the other scripts here, this assumes one Redis, not a cluster."""
 
 RANGE_OUTCOMES_SCRIPT = """
 local out = {}
@@ -124,6 +171,7 @@ class StreamWorker:
         self._redis = redis
         self._set_served = redis.register_script(SET_SERVED_SCRIPT)
         self._range_outcomes = redis.register_script(RANGE_OUTCOMES_SCRIPT)
+        self._claim_alerts = redis.register_script(CLAIM_ALERTS_SCRIPT)
         self._checkpoints = OnlineCheckpoints(
             redis, self.keys, marker_ttl_s=settings.served_features_ttl_s
         )
@@ -136,6 +184,9 @@ class StreamWorker:
         self._started = asyncio.Lock()
         self._checkpoint_lock = asyncio.Lock()
         self._last_refresh = 0.0
+        self.rewind_labels: Callable[[int], Awaitable[None]] | None = None
+        """Seeks the labels partition to an offset (set by ``stream.app``; see _up_to_gap)."""
+        self._last_gap: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------ models
 
@@ -187,7 +238,11 @@ class StreamWorker:
         if not events:
             return []
         ids = [event.event_id for event in events]
-        served = await self._served_features(ids)
+        records = await self._served_records(ids)
+        served = {eid: record["f"] for eid, record in records.items()}
+        marks: dict[str, HistoryMark] = {
+            eid: (r["m"][0], r["m"][1], r["m"][2]) for eid, r in records.items() if r.get("m")
+        }
         table = self._histories[kind]
         histories: dict[str, Any] = {}
         for entity in {spec.entity(event) for event in events}:
@@ -195,7 +250,6 @@ class StreamWorker:
             if stored is not None:
                 histories[entity] = spec.history_from_dict(orjson.loads(stored))
         outcomes = await self._outcomes(spec, events)
-        fresh = {eid for eid in ids if eid not in served}
         verdicts = score_batch(
             spec,
             events,
@@ -207,15 +261,70 @@ class StreamWorker:
             scored_at=time.time(),
             served=served,
             batch=self.batch_models.get(kind),  # one model for the whole batch
+            served_marks=marks,
         )
-        touched = {spec.entity(e) for e in events if e.event_id in fresh}
+        await self._remember_served(spec, events, verdicts)
+        # The histories move only once the served features are saved: a batch retried
+        # after a Redis error (see handle_events_retrying) must not count its events twice.
+        touched = {spec.entity(e) for e, v in zip(events, verdicts, strict=True) if v.advanced}
         for entity in touched:
             table[entity.encode()] = orjson.dumps(spec.history_to_dict(histories[entity]))
-        await self._remember_served(spec, events, verdicts)
         await self._publish(kind, verdicts)
         elapsed = time.perf_counter() - started
         self._observe(kind, verdicts, elapsed)
         return verdicts
+
+    async def handle_events_retrying(
+        self, kind: EventKind, messages: Sequence[RawMessage]
+    ) -> list[Verdict]:
+        """:meth:`handle_events`, attempted again on the same batch until Redis answers.
+
+        An attempt that fails on Redis has moved no history and acknowledged nothing; the
+        next one scores the events it had served already from their served features, so the
+        outputs are those of a replay (the same scored event may be sent twice)."""
+        return await self._while_redis_down(
+            f"scoring {len(messages)} {kind} messages", lambda: self.handle_events(kind, messages)
+        )
+
+    async def handle_labels_retrying(self, messages: Sequence[RawMessage]) -> dict[str, int]:
+        """:meth:`handle_labels`, attempted again on the same batch until Redis answers.
+
+        Before another attempt the worker goes back to the checkpoint saved in Redis: what
+        the failed attempt learned in memory was not saved (or was, with its offset, and is
+        then skipped), so no label is learned twice."""
+        return await self._while_redis_down(
+            f"learning {len(messages)} labels",
+            lambda: self.handle_labels(messages),
+            before_retry=self._reload_checkpoint,
+        )
+
+    async def _while_redis_down(
+        self,
+        what: str,
+        attempt: Callable[[], Awaitable[T]],
+        before_retry: Callable[[], Awaitable[None]] | None = None,
+    ) -> T:
+        """``attempt()`` until it does not fail for want of Redis, pausing between attempts.
+
+        Without this the error would crash the Faust agent: its batch would be acknowledged
+        unprocessed, and the restarted agent receives nothing more (the worker looks alive
+        and scores nothing)."""
+        pause = 0.1
+        failed = False
+        while True:
+            try:
+                if failed and before_retry is not None:
+                    await before_retry()
+                return await attempt()
+            except REDIS_DOWN as exc:
+                log.warning("Redis unreachable while %s (%s); again in %.1f s", what, exc, pause)
+                failed = True
+                await asyncio.sleep(pause)
+                pause = min(2 * pause, REDIS_RETRY_MAX_S)
+
+    async def _reload_checkpoint(self) -> None:
+        async with self._checkpoint_lock:
+            await self._load_checkpoint()
 
     def _decode_all(self, schema: type[Any], messages: Sequence[RawMessage]) -> list[Any]:
         decoded = (self._decode_or_dead_letter(message, schema) for message in messages)
@@ -235,25 +344,32 @@ class StreamWorker:
         return None
 
     def dead_letter(self, message: RawMessage, reason: str) -> None:
-        """Keep an unusable message, with why, on the dead-letter topic; never raise."""
+        """Keep an unusable message, with why, on the dead-letter topic; never raise.
+
+        Card numbers in it are masked first, in the raw bytes, the key (a transaction's key
+        is its card_id) and the reason: the dead letter of an event refused for holding a
+        card number in clear must not store that number (``models.events``)."""
+        key = None if message.key is None else redact_card_numbers(message.key, json=False)
+        reason = mask_card_numbers(reason)
         letter = DeadLetter(
             topic=message.topic,
             partition=message.partition,
             offset=message.offset,
-            key=message.key,
-            raw=message.value,
+            key=key,
+            raw=redact_card_numbers(message.value),
             reason=reason,
             failed_at=utc_from_timestamp(time.time()),
         )
-        self._sink.send(self.topics.dead_letters, message.key, encode(letter))
+        self._sink.send(self.topics.dead_letters, key, encode(letter))
         metrics.DEAD_LETTERS.labels(message.topic).inc()
         log.warning(
             "dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
         )
 
-    async def _served_features(self, ids: Sequence[str]) -> dict[str, dict[str, float]]:
+    async def _served_records(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The records of the events served before (see :meth:`_remember_served`)."""
         raw = await self._redis.mget([self.keys.served(eid) for eid in ids])
-        return {eid: orjson.loads(value)["f"] for eid, value in zip(ids, raw, strict=True) if value}
+        return {eid: orjson.loads(value) for eid, value in zip(ids, raw, strict=True) if value}
 
     async def _outcomes(
         self, spec: KindSpec[Any, Any], events: Sequence[Any]
@@ -284,7 +400,8 @@ class StreamWorker:
                 continue
             scored = verdict.scored
             # t: event time (label delay); o, h: online and final score; a: flagged (the final
-            # score reached the review threshold in use): what the rolling quality judges.
+            # score reached the review threshold in use): what the rolling quality judges;
+            # m: the mark of the entity's history before the event (scoring.history_mark).
             # Records written before these fields existed have k, s, f only.
             record = {
                 "k": spec.kind,
@@ -294,6 +411,7 @@ class StreamWorker:
                 "o": scored.online_score,
                 "h": scored.score,
                 "a": int(scored.decision != "allow"),
+                "m": verdict.history_mark,
             }
             keys.append(self.keys.served(event.event_id))
             values.append(orjson.dumps(record))
@@ -311,32 +429,43 @@ class StreamWorker:
         for verdict in verdicts:
             key = verdict.scored.entity_id.encode()
             self._sink.send(self.topics.scored, key, encode(verdict.scored))
-        alerts = [v.alert for v in verdicts if v.alert is not None]
-        if not alerts:
+        alerting = [v for v in verdicts if v.alert is not None]
+        replayed = [v for v in verdicts if v.replayed]
+        if not alerting and not replayed:
             return
-        # One event, one alert: a marker claims the alert atomically with its entry in the
-        # recent-alerts stream; the Kafka copy goes out only for claims that succeeded.
-        ttl = self.settings.served_features_ttl_s
-        claims = self._redis.pipeline(transaction=False)
-        for alert in alerts:
-            claims.set(self.keys.alerted(alert.event_id), alert.alert_id, nx=True, ex=ttl)
-        claimed = await claims.execute()
-        stream = self._redis.pipeline(transaction=False)
-        reasons: Counter[str] = Counter()
-        for alert, won in zip(alerts, claimed, strict=True):
-            if not won:
-                continue
-            reasons.update(reason.feature for reason in alert.reasons)
-            payload = encode(alert)
-            stream.xadd(
+        # One event, one alert: a claim holding the alert is set atomically with its entry
+        # in the recent-alerts stream (CLAIM_ALERTS_SCRIPT); the Kafka copy goes out for the
+        # claims won. A replayed event was scored before by a worker that may have crashed
+        # before its alert reached Kafka: the alert its claim holds goes out again, the
+        # same bytes (at least once on the topic, one alert id per event).
+        payloads = [encode(cast(Alert, v.alert)) for v in alerting]
+        won, again = await self._claim_alerts(
+            keys=[
+                *(self.keys.alerted(v.scored.event_id) for v in alerting),
+                *(self.keys.alerted(v.scored.event_id) for v in replayed),
+            ],
+            args=[
                 self.keys.alerts_stream,
-                {"alert": payload},
-                maxlen=self.settings.alerts_stream_maxlen,
-                approximate=True,
-            )
+                self.settings.served_features_ttl_s,
+                self.settings.alerts_stream_maxlen,
+                len(alerting),
+                *payloads,
+            ],
+        )
+        new_ids: set[str] = set()
+        reasons: Counter[str] = Counter()
+        for verdict, payload, claimed in zip(alerting, payloads, won, strict=True):
+            if not claimed:
+                continue
+            alert = cast(Alert, verdict.alert)
+            new_ids.add(alert.event_id)
+            reasons.update(reason.feature for reason in alert.reasons)
             self._sink.send(self.topics.alerts, alert.entity_id.encode(), payload)
             metrics.ALERTS.labels(kind, alert.decision).inc()
-        await stream.execute()
+        for verdict, held in zip(replayed, again, strict=True):
+            # Claims set before claims held the alert hold its id only: nothing to resend.
+            if held and held.startswith(b"{") and verdict.scored.event_id not in new_ids:
+                self._sink.send(self.topics.alerts, verdict.scored.entity_id.encode(), held)
         for feature, n in reasons.items():
             metrics.ALERT_REASONS.labels(kind, feature).inc(n)
 
@@ -373,6 +502,7 @@ class StreamWorker:
         """
         await self.start()
         counts = dict.fromkeys(("learned", "waiting", "duplicate", "replayed", "invalid"), 0)
+        messages, counts["ahead"] = await self._up_to_gap(messages)
         labels: list[tuple[int, Label, bytes]] = []
         for message in messages:
             if message.offset <= self.label_offset:
@@ -399,6 +529,38 @@ class StreamWorker:
             # Another learner saved first; this worker now holds its checkpoint: learn the
             # batch again on top of it (labels it learned already are duplicates now).
         raise CheckpointConflict(f"no checkpoint saved after {CHECKPOINT_ATTEMPTS} attempts")
+
+    async def _up_to_gap(self, messages: Sequence[RawMessage]) -> tuple[list[RawMessage], int]:
+        """The messages up to the first offset gap after the checkpoint, and how many were
+        set aside beyond it; asks :attr:`rewind_labels` to read again from the gap.
+
+        The checkpoint's offset is where learning stands. Around a rebalance Faust can hand
+        the stream a label beyond one it skips (issue #221 of faust-streaming: messages
+        fetched while partitions resume); learned, it would move the offset past the
+        skipped one, which would then count as replayed and never be learned. Offsets after
+        the checkpoint must therefore follow on from it; the rest waits for the rewind. A gap
+        met twice in the same place is taken as real (the labels expired from Kafka)."""
+        if self.label_offset == NO_OFFSET:
+            return list(messages), 0
+        end = self.label_offset
+        for offset in sorted({m.offset for m in messages if m.offset > self.label_offset}):
+            if offset != end + 1:
+                break
+            end = offset
+        beyond = [m for m in messages if m.offset > end]
+        if not beyond:
+            return list(messages), 0
+        gap = (end + 1, min(m.offset for m in beyond))
+        if gap == self._last_gap:
+            log.error("labels at offsets %d to %d are not in Kafka; learning on", gap[0], gap[1])
+            return list(messages), 0
+        self._last_gap = gap
+        log.warning(
+            "label offsets jump from %d to %d; reading the labels again from %d", *gap, gap[0]
+        )
+        if self.rewind_labels is not None:
+            await self.rewind_labels(gap[0])
+        return [m for m in messages if m.offset <= end], len(beyond)
 
     async def _learn_batch(
         self, labels: Sequence[tuple[int, Label, bytes]]

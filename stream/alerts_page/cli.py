@@ -21,7 +21,7 @@ from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from models import arguments
+from models import arguments, kafka_security
 from models.names import RedisKeys, Topics
 from models.settings import Settings, SettingsError
 from stream.alerts_page.feed import AlertFeed
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _where(redis_url: str) -> str:
-    """The Redis URL without its password, for messages."""
+    """The Redis URL without its user and password, for messages."""
     parts = urlsplit(redis_url)
     return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
 
@@ -89,7 +89,10 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     labels_topic = Topics.for_namespace(settings.namespace).labels
     redis = Redis.from_url(settings.redis_url)
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", request_timeout_ms=10_000
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        request_timeout_ms=10_000,
+        **kafka_security.aiokafka_config(settings),
     )
     runner: web.AppRunner | None = None
     follower: asyncio.Task[None] | None = None
@@ -102,7 +105,7 @@ async def serve(settings: Settings, host: str, port: int) -> None:
             await asyncio.wait_for(producer.start(), CONNECT_TIMEOUT_S)
         except (KafkaError, OSError, TimeoutError) as exc:
             raise StartError(
-                f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc or type(exc).__name__}"
+                await kafka_security.unreachable_message_async(settings, exc)
             ) from None
 
         async def send_label(key: bytes, value: bytes) -> None:

@@ -17,7 +17,7 @@ from models.events import Alert, DeadLetter, ScoredEvent, decode
 from models.names import RedisKeys, Topics
 from models.online import OnlineModel
 from tests import factories
-from tests.integration.harness import WorkerProcess, collect, publish, publish_raw
+from tests.integration.harness import FAST_REJOIN, WorkerProcess, collect, publish, publish_raw
 
 pytestmark = pytest.mark.integration
 
@@ -113,7 +113,7 @@ def test_killed_worker_resumes_from_redis_and_changelogs_without_loss(settings, 
     second = [factories.transaction(n) for n in range(1000, 2000)]
     publish(settings, topics.transactions, first)
 
-    worker = WorkerProcess(settings, tmp_path, "first").start()
+    worker = WorkerProcess(settings, tmp_path, "first", env=FAST_REJOIN).start()
     try:
         ids = {t.event_id for t in first}
         collect(settings, topics.scored, lambda v: ids <= scored_ids(v), worker=worker)
@@ -131,7 +131,7 @@ def test_killed_worker_resumes_from_redis_and_changelogs_without_loss(settings, 
         worker.kill()
 
     publish(settings, topics.transactions, second)
-    restarted = WorkerProcess(settings, tmp_path, "second").start()
+    restarted = WorkerProcess(settings, tmp_path, "second", env=FAST_REJOIN).start()
     try:
         wanted = {t.event_id for t in first + second}
         values = collect(

@@ -3,7 +3,8 @@
 It is checked against the Compose specification's JSON schema (vendored by check-jsonschema),
 every Python command it runs must name a module and subcommand that exist, and the rules the
 stack depends on are checked on the parsed file: no secret has a default, every ``FRAUD_*``
-variable is a real setting, the workers can be scaled, Prometheus finds them, the start order
+variable is a real setting, each service logs in to Redis as its own ACL user (only the batch
+job's may write batch models), the workers can be scaled, Prometheus finds them, the start order
 waits for healthy services, and .env.example names every variable the file interpolates.
 """
 
@@ -17,11 +18,13 @@ import sys
 from dataclasses import fields
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
 from dashboards import datasources
+from models import redis_acl
 from models.settings import ENV_PREFIX, Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,6 +95,15 @@ def _environment(service: dict[str, Any]) -> dict[str, str]:
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
     return {key: "" if value is None else str(value) for key, value in env.items()}
+
+
+def _passed_through(service: dict[str, Any]) -> set[str]:
+    """Variables the service takes from .env or the shell as they are, with no value (and so
+    no default) in the file: ``NAME:`` in a mapping, ``- NAME`` in a list."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return {item for item in env if "=" not in item}
+    return {key for key, value in env.items() if value is None}
 
 
 def _env_example() -> dict[str, str]:
@@ -201,41 +213,102 @@ def test_no_secret_has_a_default_value():
     text = COMPOSE.read_text()
     secrets = [(n, op, arg) for n, op, arg in _interpolations(text) if SECRET_NAME.search(n)]
     assert {n for n, _, _ in secrets} >= {
-        "REDIS_PASSWORD",
+        *(role.password_variable for role in redis_acl.roles("fraud")),
         "FRAUD_MODEL_SIGNING_KEY",
         "GRAFANA_ADMIN_PASSWORD",
         "FRAUD_REVIEW_TOKENS",
     }
     for name, op, arg in secrets:
         assert op == ":?" and arg.strip(), f"${{{name}}} must be ${{{name}:?message}}"
-    # Every value named like a secret is such an interpolation, never a literal.
+    # Every value named like a secret is such an interpolation, never a literal, or is
+    # passed through with no value at all (an optional secret: OPTIONAL_SECRETS).
     whole = re.compile(r"^\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*):\?[^}]+\}$")
     for service_name, service in _services().items():
+        passed = _passed_through(service)
+        assert passed <= set(OPTIONAL_SECRETS), f"{service_name}: {sorted(passed)}"
         for key, value in _environment(service).items():
-            if SECRET_NAME.search(key):
+            if SECRET_NAME.search(key) and key not in passed:
                 assert whole.match(value), f"{service_name}: {key} must come from the environment"
 
 
-def test_redis_requires_the_password_everywhere():
-    services = _services()
-    redis = services["redis"]
+# Secrets only some runs need, passed through (no value in the file, so no default) to the
+# services that may need them; the code refuses what needs them while they are unset.
+OPTIONAL_SECRETS = {"FRAUD_CARD_TOKEN_KEY": {"transactions-producer"}}
+
+
+def test_the_card_token_key_is_passed_through_only_where_a_replay_may_need_it():
+    known = {f.name: f for f in fields(Settings)}
+    for name, services in OPTIONAL_SECRETS.items():
+        setting = known[name.removeprefix(ENV_PREFIX).lower()]
+        assert setting.metadata.get("secret") and setting.default == ""
+        holders = {s for s, service in _services().items() if name in _environment(service)}
+        assert holders == services
+        for service in services:
+            assert name in _passed_through(_services()[service]), f"{service}: no default"
+        assert name not in {n for n, _, _ in _interpolations(COMPOSE.read_text())}
+        assert _env_example()[name] == ""
+
+
+# Which Redis user each service logs in as (services not named here use no Redis).
+REDIS_USERS = {
+    "worker": "worker",
+    "scheduler": "batch",
+    "alerts-page": "alerts-page",
+    "dashboards": "grafana",  # the Grafana data source it provisions
+}
+
+
+def test_redis_loads_the_acl_and_allows_no_anonymous_access():
+    compose = _compose()
+    redis = compose["services"]["redis"]
     command = redis["command"]
     assert command[0] == "redis-server"
     assert command[command.index("--appendonly") + 1] == "yes"
-    password = command[command.index("--requirepass") + 1]
-    assert password.startswith("${REDIS_PASSWORD:?")
-    assert _environment(redis)["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD:?")
-    assert "redis-cli" in " ".join(redis["healthcheck"]["test"])
+    assert "--requirepass" not in command, "users and passwords come from the ACL only"
+    acl_path = command[command.index("--aclfile") + 1]
+    assert redis["configs"] == [{"source": "redis-acl", "target": acl_path}]
     assert _mounts(redis).get("/data"), "the append-only file lives in a volume"
+    # The ACL in the file is what models.redis_acl renders from the key layout, verbatim.
+    content = compose["configs"]["redis-acl"]["content"]
+    assert content == redis_acl.compose_template()
+    assert content.splitlines()[0] == "user default reset off"
+    assert f"redis:{'.'.join(map(str, redis_acl.COMPOSE_REDIS_VERSION))}" == redis["image"]
+    # The health check logs in as admin (REDISCLI_AUTH holds its password).
+    assert _environment(redis)["REDISCLI_AUTH"].startswith("${REDIS_ADMIN_PASSWORD:?")
+    assert "redis-cli --user admin ping" in " ".join(redis["healthcheck"]["test"])
+
+
+def test_each_service_logs_in_to_redis_as_its_own_role():
+    services = _services()
+    roles = {role.user: role for role in redis_acl.roles("fraud")}
     urls = {
         name: env[ENV_PREFIX + "REDIS_URL"]
         for name, service in services.items()
         if ENV_PREFIX + "REDIS_URL" in (env := _environment(service))
     }
-    assert set(urls) >= {"worker", "scheduler", "dashboards", "alerts-page"}
+    assert set(urls) == set(REDIS_USERS), "only these services use Redis"
     for name, url in urls.items():
-        assert url.startswith("redis://:${REDIS_PASSWORD:?"), f"{name}: {url}"
+        role = roles[REDIS_USERS[name]]
+        assert url.startswith(f"redis://{role.user}:${{{role.password_variable}:?"), url
         assert url.endswith("@redis:6379/0"), f"{name}: {url}"
+        parsed = urlsplit(_interpolate(url))  # as compose passes it, a stand-in password
+        assert (parsed.username, parsed.password) == (role.user, "stand-in-secret"), name
+    # Every role but admin has a service; admin is for operators and the health check.
+    assert set(roles) - set(REDIS_USERS.values()) == {"admin"}
+
+
+def test_only_the_batch_user_may_write_batch_models_in_the_compose_acl():
+    content = _compose()["configs"]["redis-acl"]["content"]
+    batch_pattern = "${FRAUD_NAMESPACE:-fraud}:model:batch:"
+    writers = []
+    for line in content.splitlines():
+        user = line.split()[1]
+        for rule in line.split():
+            if rule in ("~*",) or (
+                rule.startswith(("~", "%W~", "%RW~", "%WR~")) and batch_pattern in rule
+            ):
+                writers.append(user)
+    assert sorted(set(writers)) == ["admin", "batch"]
 
 
 def test_the_model_signing_key_reaches_whoever_signs_or_verifies_models():
@@ -364,8 +437,10 @@ def test_services_wait_for_healthy_kafka_and_redis():
 def test_env_example_names_every_variable_the_compose_file_interpolates():
     example = _env_example()
     interpolated = {name for name, _, _ in _interpolations(COMPOSE.read_text())}
-    assert interpolated <= set(example), f"missing: {sorted(interpolated - set(example))}"
-    assert set(example) <= interpolated, f"unused: {sorted(set(example) - interpolated)}"
+    passed = set().union(*(_passed_through(service) for service in _services().values()))
+    used = interpolated | passed
+    assert used <= set(example), f"missing: {sorted(used - set(example))}"
+    assert set(example) <= used, f"unused: {sorted(set(example) - used)}"
 
 
 def test_env_example_carries_no_usable_secret():

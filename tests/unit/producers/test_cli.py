@@ -166,6 +166,32 @@ def test_a_dry_run_replay(tmp_path):
     assert "note: event ids synthesized" in result.stderr
 
 
+CARD_FILE = "amt,cc_num,is_fraud\n1.5,4111 1111 1111 1111,0\n2.5,4111111111111111,1\n"
+
+
+def test_a_replay_of_card_numbers_without_the_key_exits_2_naming_the_setting(tmp_path):
+    path = tmp_path / "cards.csv"
+    path.write_text(CARD_FILE)
+    args = ["replay", str(path), "--kind", "transaction", "--map", "amount=amt",
+            "--map", "card_id=cc_num", "--map", "label=is_fraud", "--dry-run"]  # fmt: skip
+    result = run(*args, FRAUD_CARD_TOKEN_KEY="")
+    assert result.returncode == 2
+    assert "column 'cc_num' holds card numbers" in result.stderr
+    assert "set FRAUD_CARD_TOKEN_KEY" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert "4111111111111111" not in result.stderr.replace(" ", "")
+
+    key = "cli-card-key-0123456789"
+    result = run(*args, FRAUD_CARD_TOKEN_KEY=key)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()][:2]
+    assert events[0]["key"] == events[0]["value"]["card_id"] == events[1]["value"]["card_id"]
+    assert events[0]["key"].startswith("card_") and len(events[0]["key"]) == 5 + 32
+    assert "4111111111111111" not in result.stdout.replace(" ", "")
+    assert key not in result.stdout + result.stderr  # a secret is never printed
+    assert "keyed tokens" in result.stderr
+
+
 def test_sigterm_stops_a_live_run_cleanly():
     process = subprocess.Popen(
         [

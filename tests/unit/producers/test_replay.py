@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from models.events import Transaction, decode, encode
+from models.tabular import card_token
 from producers.replay import Replay, ReplayError, load, parse_mapping
 
 NOW = 1_767_225_600.0
@@ -143,3 +144,72 @@ def test_extra_columns_must_exist_and_be_numeric(tmp_path):
         load(path, "transaction", {}, extra=["note"], now=NOW)
     with pytest.raises(ReplayError, match="no such column"):
         load(path, "transaction", {}, extra=["v9"], now=NOW)
+
+
+# -- card numbers -----------------------------------------------------------------------------
+
+CARD_KEY = "replay-card-key-0123456789"
+CARDS = """\
+when,cc_num,customer,amt,is_fraud
+2025-01-01T00:00:01Z,4111 1111 1111 1111,5500-0000-0000-0004,1.0,0
+2025-01-01T00:00:02Z,4111-1111-1111-1111,5500000000000004,2.0,1
+2025-01-01T00:00:03Z,4111111111111112,cust-7,3.0,0
+2025-01-01T00:00:04Z,card_42,cust-8,4.0,0
+"""
+CARD_MAPPING = ["event_time=when", "card_id=cc_num", "customer_id=customer", "amount=amt",
+                "label=is_fraud"]  # fmt: skip
+
+
+def load_cards(tmp_path: Path, **options: Any) -> Replay:
+    path = write(tmp_path, CARDS, "cards.csv")
+    return load(path, "transaction", parse_mapping(CARD_MAPPING, "transaction"), **options)
+
+
+def test_card_numbers_are_replayed_as_keyed_tokens(tmp_path):
+    replay = load_cards(tmp_path, card_key=CARD_KEY, card_key_required=True)
+    txns = [e for e, _ in events(replay)]
+    visa, mastercard = (
+        card_token("4111111111111111", CARD_KEY),
+        card_token("5500000000000004", CARD_KEY),
+    )
+    # Spaces and dashes aside, the same number is the same card: its history is one.
+    assert [t.card_id for t in txns[:2]] == [visa, visa]
+    # A number failing the Luhn check is still tokenized here: a false positive costs a token.
+    assert txns[2].card_id == card_token("4111111111111112", CARD_KEY)
+    assert txns[3].card_id == "card_42"  # an id that is no number passes
+    assert [t.customer_id for t in txns] == [mastercard, mastercard, "cust-7", "cust-8"]
+    sent = b"".join(encode(t) for t in txns).replace(b" ", b"").replace(b"-", b"")
+    for digits in (b"4111111111111111", b"4111111111111112", b"5500000000000004"):
+        assert digits not in sent
+    for txn in txns:  # what the worker receives, it accepts
+        assert decode(encode(txn), Transaction, now=NOW) == txn
+    assert any("keyed tokens" in note and "'cc_num'" in note for note in replay.notes)
+    assert any("'customer'" in note for note in replay.notes)
+    # Same key, same tokens in another run; another key, other tokens.
+    again = [e.card_id for e, _ in events(load_cards(tmp_path, card_key=CARD_KEY))]
+    assert again == [t.card_id for t in txns]
+    other = [e.card_id for e, _ in events(load_cards(tmp_path, card_key="another-key-0123456789"))]
+    assert other[0] != visa and other[3] == "card_42"
+
+
+def test_without_the_key_a_replay_of_card_numbers_is_refused_naming_the_setting(tmp_path):
+    with pytest.raises(ReplayError) as refused:
+        load_cards(tmp_path, card_key=None, card_key_required=True)
+    message = str(refused.value)
+    assert "column 'cc_num' holds card numbers" in message
+    assert "set FRAUD_CARD_TOKEN_KEY" in message and "never sent in clear" in message
+    assert "1111" in message and "4111111111111111" not in message.replace(" ", "")
+
+
+def test_without_card_numbers_no_key_is_needed(tmp_path):
+    path = write(tmp_path, "card,amount,label\ncard_1,1.0,0\n12345678901,2.0,1\n")
+    replay = load(path, "transaction", {"card_id": "card"}, card_key_required=True, now=NOW)
+    assert [e.card_id for e, _ in events(replay)] == ["card_1", "12345678901"]  # 11 digits
+
+
+def test_the_backtest_without_a_key_tokenizes_with_a_random_key_for_one_run(tmp_path):
+    first = [e.card_id for e, _ in events(load_cards(tmp_path))]
+    second = [e.card_id for e, _ in events(load_cards(tmp_path))]
+    assert first[0] == first[1] and first[0].startswith("card_")  # one card within a run
+    assert first[0] != second[0]  # never the same across runs: never an unkeyed hash
+    assert any("random key for this run only" in n for n in load_cards(tmp_path).notes)
