@@ -13,7 +13,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-USAGE = """usage: python -m benchmarks [worker|latency|producer|retrain|features|swap|all] [options]
+USAGE = """usage: python -m benchmarks [COMMAND] [options]
+
+commands (default: all):
 
   worker     throughput of the stream worker next to its ceiling (scoring in memory) and
              its floor (a per-event Faust agent), on 200,000 synthetic transactions
@@ -26,6 +28,8 @@ USAGE = """usage: python -m benchmarks [worker|latency|producer|retrain|features
              (needs no broker; not part of all)
   swap       hot swap: from publishing a batch model (registry + announcement) to the first
              event scored with it, with a worker scoring a steady stream (not part of all)
+  soak       twice the nominal rate for ten minutes: worker memory, Redis memory and consumer
+             lag over time (not part of all)
   all        the three in turn, sharing one broker and Redis (the default)
 
 `python -m benchmarks COMMAND --help` lists a command's options. Each run starts its own
@@ -87,6 +91,12 @@ def _swap(argv: list[str]) -> int:
     return swap.main(argv)
 
 
+def _soak(argv: list[str]) -> int:
+    from benchmarks import soak
+
+    return soak.main(argv)
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "worker": _worker,
     "latency": _latency,
@@ -94,6 +104,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "retrain": _retrain,
     "features": _features,
     "swap": _swap,
+    "soak": _soak,
 }
 
 
