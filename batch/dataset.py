@@ -125,16 +125,12 @@ class Split:
         )
 
 
-def scored_before(
-    lake_dir: Path | str, kind: EventKind, cutoff: datetime, since: datetime | None = None
-) -> pl.LazyFrame:
-    """The lake's scored events of ``kind`` in ``[since, cutoff)`` (duplicates included)."""
-    scored = read_lake(lake_dir, "scored").filter(
+def scored_before(lake_dir: Path | str, kind: EventKind, cutoff: datetime) -> pl.LazyFrame:
+    """The lake's scored events of ``kind`` before ``cutoff`` (duplicates included; a retrain's
+    ``--since`` cuts the examples, not the history the profiles are built from)."""
+    return read_lake(lake_dir, "scored").filter(
         (pl.col("kind") == kind) & (pl.col("event_time") < cutoff)
     )
-    if since is not None:
-        scored = scored.filter(pl.col("event_time") >= since)
-    return scored
 
 
 def labels_before(lake_dir: Path | str, kind: EventKind, cutoff: datetime) -> pl.DataFrame:

@@ -112,14 +112,6 @@ def generate(
 # --- the child processes --------------------------------------------------------------
 
 
-def _rss_mb() -> float:
-    """Resident memory of this process now."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
@@ -162,7 +154,7 @@ def child(mode: str, directory: Path, repeat: int, tolerance: float, engine: Pol
         print(json.dumps({"problems": problems, "worst": worst, "worst_size": size}))
         return 1 if problems else 0
     run = _polars_run(directory, engine) if mode == "polars" else _pandas_run(directory)
-    loaded_mb = _rss_mb()
+    loaded_mb = stack.rss_mb()
     times, cpus, others = [], [], []
     for _ in range(repeat):
         busy, cpu = stack.machine_busy_seconds(), _cpu_s()

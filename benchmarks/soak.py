@@ -57,13 +57,6 @@ class Sample:
     scored: int
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 class LagReader:
     """End offsets and the worker group's committed offsets of the input topics."""
 
@@ -168,7 +161,7 @@ def main(argv: list[str]) -> int:
             time.sleep(args.every)
             sample = Sample(
                 at_s=time.monotonic() - started,
-                worker_rss_mb=rss_mb(worker.pid),
+                worker_rss_mb=stack.rss_mb(worker.pid),
                 redis_mb=int(store.info("memory")["used_memory"]) / 2**20,
                 lag=reader.lag(),
                 scored=reader.scored_count(),

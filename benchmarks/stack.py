@@ -321,6 +321,14 @@ def free_port() -> int:
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident memory of a process now (``VmRSS``), in MiB; NaN when it has none."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a process has used so far (0.0 once it is gone)."""
     try:

@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from models.events import Email, Transaction, encode, entity_key
+from models.kafka_security import kafka_python_config
 from models.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -169,6 +170,30 @@ def publish_raw(
     producer.close()
 
 
+def topic_reader(settings: Settings, topic: str, **config: Any) -> KafkaConsumer:
+    """A consumer of every partition of ``topic`` from its start, in no group, with the
+    settings' Kafka security: the partitions are assigned explicitly once the metadata has
+    them (a group-less subscription was seen, in one CI run, never to get its partitions)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        metadata_max_age_ms=500,  # a topic just created may be missing from the first answer
+        **kafka_python_config(settings),
+        **config,
+    )
+    deadline = time.monotonic() + 30.0
+    while not (partitions := consumer.partitions_for_topic(topic)):
+        if time.monotonic() > deadline:
+            consumer.close()
+            raise AssertionError(f"no partitions for {topic} after 30 s")
+        consumer.topics()  # a metadata request
+        time.sleep(0.2)
+    consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+    consumer.seek_to_beginning()
+    return consumer
+
+
 def collect(
     settings: Settings,
     topic: str,
@@ -178,13 +203,7 @@ def collect(
     worker: WorkerProcess | None = None,
 ) -> list[bytes]:
     """Read ``topic`` from the start until ``until(values)`` holds; fail with context if not."""
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=500,
-    )
+    consumer = topic_reader(settings, topic, consumer_timeout_ms=500)
     values: list[bytes] = []
     deadline = time.monotonic() + timeout_s
     try:

@@ -47,7 +47,7 @@ import msgspec
 import pytest
 import redis
 import redis.asyncio as aioredis
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer
 
 from batch.announce import announce_model
 from batch.synthetic import fill_lake
@@ -61,7 +61,7 @@ from models.settings import Settings
 from models.topology import ensure_topics
 from stream.worker import RawMessage, StreamWorker
 from tests import factories
-from tests.integration.harness import FAST_REJOIN, REPO, WorkerProcess
+from tests.integration.harness import FAST_REJOIN, REPO, WorkerProcess, topic_reader
 
 pytestmark = pytest.mark.integration
 
@@ -179,23 +179,7 @@ class Tail:
     """A topic read from its start, incrementally (no consumer group)."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            # A topic just created may be missing from the first metadata: ask again soon
-            # rather than after the default five minutes.
-            metadata_max_age_ms=500,
-        )
-        # Every partition assigned explicitly once the metadata has them: a subscription
-        # without a group was seen (1 CI run) never to get its partitions, reading nothing.
-        deadline = time.monotonic() + 30.0
-        while not (partitions := self.consumer.partitions_for_topic(topic)):
-            assert time.monotonic() < deadline, f"no partitions for {topic}"
-            self.consumer.topics()  # a metadata request
-            time.sleep(0.2)
-        self.consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
-        self.consumer.seek_to_beginning()
+        self.consumer = topic_reader(settings, topic)
         self.values: list[bytes] = []
 
     def poll(self) -> None:

@@ -29,7 +29,6 @@ from typing import Any
 import msgspec
 import pytest
 import redis
-from kafka import KafkaConsumer
 
 from batch.announce import announce_model
 from batch.lake import read_lake, run_sink
@@ -37,13 +36,12 @@ from local import KafkaBroker
 from models import weights
 from models.batch_registry import BatchModelRegistry
 from models.events import Alert, Label, ScoredEvent, decode
-from models.kafka_security import kafka_python_config
 from models.names import RedisKeys, Topics
 from models.settings import Settings
 from models.topology import KafkaUnavailable, ensure_topics
 from producers.publisher import Publisher
 from tests import factories
-from tests.integration.harness import REPO, AlertsPageProcess, WorkerProcess
+from tests.integration.harness import REPO, AlertsPageProcess, WorkerProcess, topic_reader
 
 pytestmark = pytest.mark.integration
 
@@ -90,14 +88,7 @@ def send(settings: Settings, topic: str, events: Iterable[Any]) -> None:
 def read_until(
     settings: Settings, topic: str, done: Callable[[list[bytes]], bool], timeout_s: float = 90
 ) -> list[bytes]:
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=500,
-        **kafka_python_config(settings),
-    )
+    consumer = topic_reader(settings, topic, consumer_timeout_ms=500)
     values: list[bytes] = []
     deadline = time.monotonic() + timeout_s
     try:
