@@ -44,6 +44,7 @@ __all__ = [
     "EMAIL_FEATURE_SET_VERSION",
     "EXTRA_FEATURE_PREFIX",
     "FEATURE_SET_VERSIONS",
+    "NO_OUTCOMES",
     "OUTCOME_WINDOW_S",
     "SENDER_HISTORY_CAP",
     "SENDER_HISTORY_WINDOW_S",
@@ -51,16 +52,17 @@ __all__ = [
     "TRANSACTION_DENSE_FEATURES",
     "TXN_FEATURE_SET_VERSION",
     "CardHistory",
+    "OutcomeCounts",
     "Outcomes",
     "SenderHistory",
     "card_history_after",
     "card_history_from_dict",
     "card_history_to_dict",
+    "count_outcomes",
     "dense_feature_names",
     "email_features",
     "history_to_dict",
     "is_text_feature",
-    "outcome_features",
     "sender_history_after",
     "sender_history_from_dict",
     "sender_history_to_dict",
@@ -112,6 +114,12 @@ EXTRA_FEATURE_PREFIX = "extra_"
 
 Outcomes = Sequence[tuple[float, bool]]
 """Label outcomes of one terminal or sender: (label arrival time in POSIX s, was positive)."""
+OutcomeCounts = tuple[int, int]
+"""(positives, labels) among a terminal's or sender's outcomes that count for one event: see
+:func:`count_outcomes`. The features take these two numbers, not the outcomes: the worker
+counts them in Redis (a busy terminal holds 512 outcomes, and reading them for each of its
+transactions cost milliseconds), the backtest with :func:`count_outcomes`."""
+NO_OUTCOMES: OutcomeCounts = (0, 0)
 
 TRANSACTION_DENSE_FEATURES: tuple[str, ...] = (
     "amount_log",
@@ -296,12 +304,12 @@ def _finite(value: float) -> float:
     return value if math.isfinite(value) else 0.0
 
 
-def outcome_features(t: float, outcomes: Outcomes) -> tuple[float, float, float]:
-    """(positives, labels, smoothed positive rate) of the outcomes that arrived in
-    ``t - 28 d < arrival <= t``.
+def count_outcomes(t: float, outcomes: Outcomes) -> OutcomeCounts:
+    """(positives, labels) of the outcomes that arrived in ``t - 28 d < arrival <= t``: the
+    window rule, which the worker's Redis count (``stream.outcomes``) reproduces exactly.
 
-    >>> outcome_features(100.0, [(50.0, True), (90.0, False), (150.0, True)])
-    (1.0, 2.0, 0.09166666666666667)
+    >>> count_outcomes(100.0, [(50.0, True), (90.0, False), (150.0, True)])
+    (1, 2)
     """
     lower = t - OUTCOME_WINDOW_S
     labels = positives = 0
@@ -309,6 +317,16 @@ def outcome_features(t: float, outcomes: Outcomes) -> tuple[float, float, float]
         if lower < arrived <= t:
             labels += 1
             positives += bool(is_positive)
+    return positives, labels
+
+
+def outcome_features(counts: OutcomeCounts) -> tuple[float, float, float]:
+    """(positives, labels, smoothed positive rate) from an event's :func:`count_outcomes`.
+
+    >>> outcome_features((1, 2))
+    (1.0, 2.0, 0.09166666666666667)
+    """
+    positives, labels = counts
     rate = (positives + OUTCOME_PRIOR_RATE * OUTCOME_PRIOR_WEIGHT) / (labels + OUTCOME_PRIOR_WEIGHT)
     return float(positives), float(labels), rate
 
@@ -323,9 +341,10 @@ def _hour_of_day(t: float) -> tuple[float, float]:
 
 
 def transaction_features(
-    txn: Transaction, history: CardHistory, terminal_outcomes: Outcomes = ()
+    txn: Transaction, history: CardHistory, terminal_outcomes: OutcomeCounts = NO_OUTCOMES
 ) -> dict[str, float]:
-    """The features of ``txn`` given its card's PRIOR history and its terminal's label outcomes.
+    """The features of ``txn`` given its card's PRIOR history and its terminal's label outcomes
+    counted at the transaction's time (:func:`count_outcomes`).
 
     ``history`` must not contain ``txn`` itself (compute features, then advance the history).
     Names and order: :data:`TRANSACTION_DENSE_FEATURES`, then ``extra_<name>`` for each extra
@@ -344,14 +363,14 @@ def transaction_features(
       ``(amount - mean) / max(std, 1, 0.1 * mean)`` clipped to +-10; mean and population std
       (ddof=0) of the prior amounts in 7 d; both 0 without any.
     - ``hour_sin`` / ``hour_cos``: time of day in UTC on the unit circle.
-    - ``terminal_*_28d``: see :func:`outcome_features`.
+    - ``terminal_*_28d``: see :func:`count_outcomes` and :func:`outcome_features`.
 
     >>> from datetime import UTC, datetime
     >>> t0 = datetime(2024, 5, 1, 12, tzinfo=UTC).timestamp()
     >>> h = CardHistory()
     >>> for dt, amount in [(-7200.0, 10.0), (-1800.0, 30.0)]:
     ...     h = card_history_after(h, _txn(t=t0 + dt, amount=amount))
-    >>> x = transaction_features(_txn(t=t0, amount=200.0), h, [(t0 - 60.0, True)])
+    >>> x = transaction_features(_txn(t=t0, amount=200.0), h, (1, 1))  # 1 fraud in 1 label
     >>> for name in ["card_count_1h", "card_count_24h", "card_amount_sum_log_24h",
     ...              "secs_since_prev_log", "amount_zscore", "hour_cos", "terminal_fraud_rate_28d"]:
     ...     print(name, round(x[name], 3))
@@ -401,7 +420,7 @@ def transaction_features(
     ratio, zscore = _amount_vs_history(amount, amounts_7d, sum_7d)
     gap = SECS_SINCE_PREV_CAP_S if latest is None else min(t - latest, SECS_SINCE_PREV_CAP_S)
     hour_sin, hour_cos = _hour_of_day(t)
-    frauds, labels, rate = outcome_features(t, terminal_outcomes)
+    frauds, labels, rate = outcome_features(terminal_outcomes)
 
     x = {
         "amount_log": math.log1p(amount),
@@ -449,9 +468,10 @@ def _amount_vs_history(amount: float, amounts: list[float], total: float) -> tup
 
 
 def email_features(
-    email: Email, history: SenderHistory, sender_outcomes: Outcomes = ()
+    email: Email, history: SenderHistory, sender_outcomes: OutcomeCounts = NO_OUTCOMES
 ) -> dict[str, float]:
-    """The features of ``email`` given its sender's PRIOR history and spam-label outcomes.
+    """The features of ``email`` given its sender's PRIOR history and spam-label outcomes
+    counted at the email's time (:func:`count_outcomes`).
 
     Names and order: :data:`EMAIL_DENSE_FEATURES`, then hashed ``tok_<bucket>`` text features
     (see :func:`models.text.hashed_tokens_one`) of subject and body, sorted by bucket.
@@ -464,7 +484,7 @@ def email_features(
     - ``sender_count_<w>`` (1h, 24h), ``sender_recipients_24h`` (distinct non-empty,
       lowercased): prior messages by the window rule. ``sender_age_log``:
       ``log1p(t - first seen)``, 0 for a new sender, who also gets ``sender_is_new`` 1.
-    - ``sender_*_28d``: see :func:`outcome_features`.
+    - ``sender_*_28d``: see :func:`count_outcomes` and :func:`outcome_features`.
 
     >>> from datetime import UTC, datetime
     >>> mail = Email(event_id="m1", event_time=datetime(2024, 5, 1, tzinfo=UTC),
@@ -495,7 +515,7 @@ def email_features(
     exclaim, punct = text.punctuation_densities(content)
     hosts = [text.url_host(link) for link in text.links_one(email.links, email.body)]
     kinds = [text.lookalike_kind(host) for host in hosts]
-    spams, labels, rate = outcome_features(t, sender_outcomes)
+    spams, labels, rate = outcome_features(sender_outcomes)
 
     x = {
         "body_len_log": math.log1p(len(email.body)),

@@ -103,6 +103,11 @@ class RedisKeys:
         ``sender``), scored by label arrival time: the source of "risk from recent labels"."""
         return f"{self.namespace}:outcomes:{scope}:{entity_id}"
 
+    def label_positives(self, scope: str, entity_id: str) -> str:
+        """The positive members of :meth:`label_outcomes` only, so that counting the
+        positives in a time window is one ``ZCOUNT`` (see ``stream.outcomes``)."""
+        return f"{self.namespace}:positives:{scope}:{entity_id}"
+
     def batch_model(self, kind: EventKind, version: str) -> str:
         """Signed batch-model payload of one version."""
         return f"{self.namespace}:model:batch:{kind}:{version}"

@@ -52,7 +52,7 @@ import polars as pl
 
 from models import arguments, evaluation, plots
 from models.events import Decision, Email, Transaction
-from models.features import OUTCOME_CAP, OUTCOME_WINDOW_S
+from models.features import OUTCOME_CAP, OUTCOME_WINDOW_S, count_outcomes
 from models.names import EventKind
 from models.online import OnlineModel
 from models.settings import Settings, SettingsError
@@ -174,11 +174,15 @@ class Backtest(Generic[E, H]):
             served = {
                 e.event_id: served_store[e.event_id] for e in events if e.event_id in served_store
             }
+        recorded = self.outcomes
+        outcomes = {
+            e.event_id: count_outcomes(e.timestamp, recorded.get(spec.scope(e), ())) for e in events
+        }
         verdicts = score_batch(
             spec,
             events,
             self.histories,
-            self.outcomes,
+            outcomes,
             self.model,
             self.model.version,
             self.thresholds,

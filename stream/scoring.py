@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from models import features as F
 from models.events import Alert, Decision, Email, ScoredEvent, Transaction, utc_from_timestamp
+from models.features import NO_OUTCOMES, OutcomeCounts
 from models.names import EventKind
 from models.online import OnlineModel
 from models.settings import Settings
@@ -28,9 +29,6 @@ from models.weights import BatchModel, blend_array
 
 E = TypeVar("E", Transaction, Email)
 H = TypeVar("H")
-
-Outcomes = Sequence[tuple[float, bool]]
-"""Label outcomes of one terminal or sender: (label arrival time, was positive)."""
 
 REASONS_PER_ALERT = 3
 SUMMARY_CHARS = 120
@@ -68,7 +66,7 @@ class KindSpec(Generic[E, H]):
     scope_name: str
     scope: Callable[[E], str]
     """The entity whose label outcomes give "risk from recent labels" (terminal, sender)."""
-    features: Callable[[E, H, Outcomes], dict[str, float]]
+    features: Callable[[E, H, OutcomeCounts], dict[str, float]]
     history_after: Callable[[H, E], H]
     new_history: Callable[[], H]
     history_to_dict: Callable[[H], dict[str, Any]]
@@ -153,7 +151,7 @@ def score_batch(
     spec: KindSpec[E, H],
     events: Sequence[E],
     histories: MutableMapping[str, H],
-    outcomes: Mapping[str, Outcomes],
+    outcomes: Mapping[str, OutcomeCounts],
     model: OnlineModel,
     model_version: str,
     thresholds: Thresholds,
@@ -164,7 +162,9 @@ def score_batch(
 ) -> list[Verdict]:
     """Score ``events`` in order, advancing ``histories`` (entity -> history) in place.
 
-    ``served`` maps event ids already scored before to the features served then. With a
+    ``outcomes`` maps event ids to the label outcomes of their terminal or sender counted
+    at the event's time (:func:`models.features.count_outcomes`); an event missing from it
+    has none. ``served`` maps event ids already scored before to the features served then. With a
     ``batch`` model the final score is the hybrid of the online and the batch score (the
     blend and the thresholds travel with the batch model, fitted for it); without one it is
     the online score and ``thresholds`` decide. ``served_marks`` maps replayed event ids to
@@ -190,7 +190,7 @@ def score_batch(
         mark: HistoryMark | None
         if previous is None:
             mark = history_mark(history)
-            rows.append(spec.features(event, history, outcomes.get(spec.scope(event), ())))
+            rows.append(spec.features(event, history, outcomes.get(event.event_id, NO_OUTCOMES)))
             histories[entity] = spec.history_after(history, event)
             first_rows[event.event_id] = rows[-1]
         else:

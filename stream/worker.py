@@ -52,11 +52,11 @@ from models.registry import NO_OFFSET, CheckpointConflict, OnlineCheckpoints
 from models.settings import Settings
 from stream import metrics, quality
 from stream.batch_models import BatchModels
+from stream.outcomes import Outcome, OutcomeStore
 from stream.scoring import (
     SPECS,
     HistoryMark,
     KindSpec,
-    Outcomes,
     Thresholds,
     Verdict,
     score_batch,
@@ -125,16 +125,6 @@ declared key of EVALSHA, and the worker's ACL user may only write the stream
 (``models.redis_acl``); the XADD itself is checked against the ACL like any command. Like
 the other scripts here, this assumes one Redis, not a cluster."""
 
-RANGE_OUTCOMES_SCRIPT = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  out[i] = redis.call('ZRANGEBYSCORE', key, ARGV[1], '+inf', 'WITHSCORES')
-end
-return out
-"""
-"""ZRANGEBYSCORE KEYS[i] ARGV[1] +inf WITHSCORES for every key: a flat member, score list
-per key (scores as Redis prints them, which parse back to the same floats)."""
-
 
 @dataclass(frozen=True)
 class RawMessage:
@@ -170,7 +160,7 @@ class StreamWorker:
         self._histories = histories
         self._redis = redis
         self._set_served = redis.register_script(SET_SERVED_SCRIPT)
-        self._range_outcomes = redis.register_script(RANGE_OUTCOMES_SCRIPT)
+        self._outcome_store = OutcomeStore(redis, self.keys)
         self._claim_alerts = redis.register_script(CLAIM_ALERTS_SCRIPT)
         self._checkpoints = OnlineCheckpoints(
             redis, self.keys, marker_ttl_s=settings.served_features_ttl_s
@@ -373,20 +363,12 @@ class StreamWorker:
 
     async def _outcomes(
         self, spec: KindSpec[Any, Any], events: Sequence[Any]
-    ) -> dict[str, Outcomes]:
-        """Label outcomes of the batch's terminals/senders within the feature window."""
-        scopes = sorted({spec.scope(event) for event in events})
-        since = min(event.timestamp for event in events) - F.OUTCOME_WINDOW_S
-        keys = [self.keys.label_outcomes(spec.scope_name, scope) for scope in scopes]
-        results = await self._range_outcomes(keys=keys, args=[since])
-        outcomes: dict[str, Outcomes] = {}
-        for scope, flat in zip(scopes, results, strict=True):
-            if flat:
-                outcomes[scope] = [
-                    (float(ts), member.endswith(b":1"))
-                    for member, ts in zip(flat[::2], flat[1::2], strict=True)
-                ]
-        return outcomes
+    ) -> dict[str, F.OutcomeCounts]:
+        """Event id -> label outcomes of its terminal/sender counted at its time."""
+        counts = await self._outcome_store.count(
+            spec.scope_name, [(spec.scope(event), event.timestamp) for event in events]
+        )
+        return {event.event_id: c for event, c in zip(events, counts, strict=True)}
 
     async def _remember_served(
         self, spec: KindSpec[Any, Any], events: Sequence[Any], verdicts: Sequence[Verdict]
@@ -520,7 +502,7 @@ class StreamWorker:
             outcome_counts, learned, outcomes = await self._learn_batch(labels)
             learned_ids = [label.event_id for label, _ in learned]
             if await self._checkpoint(labels[-1][0], learned_ids):
-                await outcomes.execute()
+                await self._outcome_store.record(outcomes)
                 for (kind, outcome), n in outcome_counts.items():
                     counts[outcome] += n
                     metrics.LABELS.labels(kind, outcome).inc(n)
@@ -564,10 +546,10 @@ class StreamWorker:
 
     async def _learn_batch(
         self, labels: Sequence[tuple[int, Label, bytes]]
-    ) -> tuple[Counter[tuple[str, str]], list[tuple[Label, dict[str, Any]]], Any]:
+    ) -> tuple[Counter[tuple[str, str]], list[tuple[Label, dict[str, Any]]], list[Outcome]]:
         """Learn what ``labels`` teach into the in-memory models; return the counts by
-        (kind, outcome), the labels learned with their served records, and the
-        label-outcome writes to run once saved."""
+        (kind, outcome), the labels learned with their served records, and the outcomes
+        to record for their terminals and senders once saved."""
         ids = [label.event_id for _, label, _ in labels]
         served_raw = await self._redis.mget([self.keys.served(eid) for eid in ids])
         done_raw = await self._redis.mget([self.keys.labelled(eid) for eid in ids])
@@ -575,7 +557,7 @@ class StreamWorker:
         learned: list[tuple[Label, dict[str, Any]]] = []
         seen: set[str] = set()
         early: list[tuple[Label, bytes]] = []
-        outcomes = self._redis.pipeline(transaction=False)
+        outcomes: list[Outcome] = []
         for (_, label, raw), served, done in zip(labels, served_raw, done_raw, strict=True):
             if done or label.event_id in seen:
                 counts[label.kind, "duplicate"] += 1
@@ -606,7 +588,11 @@ class StreamWorker:
         return [(label, served) for (label, _), served in zip(early, results[1::2], strict=True)]
 
     def _learn(
-        self, label: Label, served: bytes | str, outcomes: Any, counts: Counter[tuple[str, str]]
+        self,
+        label: Label,
+        served: bytes | str,
+        outcomes: list[Outcome],
+        counts: Counter[tuple[str, str]],
     ) -> dict[str, Any]:
         """Learn one label from the features served for its event; record its outcome.
         Return the served record."""
@@ -614,11 +600,15 @@ class StreamWorker:
         kind: EventKind = record["k"]
         self.models[kind].learn_one(record["f"], label.is_positive)
         counts[kind, "learned"] += 1
-        scope_key = self.keys.label_outcomes(SPECS[kind].scope_name, record["s"])
-        outcomes.zadd(scope_key, {f"{label.event_id}:{int(label.is_positive)}": label.timestamp})
-        outcomes.zremrangebyscore(scope_key, "-inf", label.timestamp - F.OUTCOME_WINDOW_S)
-        outcomes.zremrangebyrank(scope_key, 0, -(F.OUTCOME_CAP + 1))
-        outcomes.delete(self.keys.waiting_label(label.event_id))
+        outcomes.append(
+            Outcome(
+                SPECS[kind].scope_name,
+                record["s"],
+                label.event_id,
+                label.is_positive,
+                label.timestamp,
+            )
+        )
         return record
 
     def _observe_labels(self, learned: Sequence[tuple[Label, dict[str, Any]]]) -> None:

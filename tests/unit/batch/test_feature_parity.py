@@ -34,6 +34,7 @@ from models.features import (
     WEEK_S,
     CardHistory,
     card_history_after,
+    count_outcomes,
     transaction_features,
 )
 from tests.factories import T0, outcomes_frame, transaction
@@ -93,7 +94,8 @@ def stream_features(txns: Sequence[Transaction], labels: Sequence[Label] = ()) -
         history = histories.get(txn.card_id)
         if history is None:
             history = CardHistory()
-        rows.append(transaction_features(txn, history, outcomes.at(txn.terminal_id, txn.timestamp)))
+        counts = count_outcomes(txn.timestamp, outcomes.at(txn.terminal_id, txn.timestamp))
+        rows.append(transaction_features(txn, history, counts))
         histories[txn.card_id] = card_history_after(history, txn)
     return rows
 

@@ -108,11 +108,13 @@ def test_terminal_outcomes_count_only_labels_known_at_scoring_time() -> None:
         (T - 28 * DAY, True),  # exactly 28 d before: expired
         (T - 28 * DAY + 1.0, False),
     ]
-    x = F.transaction_features(transaction(1, at=T, amount=1.0), CardHistory(), outcomes)
+    counts = F.count_outcomes(T, outcomes)
+    assert counts == (2, 3)
+    x = F.transaction_features(transaction(1, at=T, amount=1.0), CardHistory(), counts)
     assert x["terminal_fraud_count_28d"] == 2.0
     assert x["terminal_label_count_28d"] == 3.0
     assert x["terminal_fraud_rate_28d"] == (2.0 + 0.1) / (3.0 + 10.0)
-    none = F.transaction_features(transaction(1, at=T, amount=1.0), CardHistory(), [])
+    none = F.transaction_features(transaction(1, at=T, amount=1.0), CardHistory())
     assert none["terminal_fraud_rate_28d"] == F.OUTCOME_PRIOR_RATE
 
 
@@ -166,7 +168,8 @@ def test_sender_history_features() -> None:
         h = F.sender_history_after(h, email(i, at=at, sender="s@x.org", recipient=to))
     assert h.first_seen == T - DAY
     assert h.times == [T - 2 * HOUR, T - 60.0, T]  # T - 24 h evicted by the last message
-    x = F.email_features(email(9, at=T, sender="s@x.org"), h, [(T - 5.0, True), (T + 5.0, True)])
+    outcomes = F.count_outcomes(T, [(T - 5.0, True), (T + 5.0, True)])
+    x = F.email_features(email(9, at=T, sender="s@x.org"), h, outcomes)
     assert (x["sender_count_1h"], x["sender_count_24h"]) == (2.0, 3.0)
     assert x["sender_recipients_24h"] == 2.0  # b@x.org (case folded) and c@x.org
     assert x["sender_age_log"] == math.log1p(DAY)

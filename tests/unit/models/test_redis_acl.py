@@ -62,6 +62,7 @@ EXPECTED = {
     "waiting_label": ({"worker"}, {"worker"}),
     "alerted": ({"worker"}, {"worker"}),
     "label_outcomes": ({"worker"}, {"worker"}),
+    "label_positives": ({"worker"}, {"worker"}),
     "alerts_stream": ({"alerts-page", "grafana"}, {"worker"}),
     "review": ({"alerts-page"}, {"alerts-page"}),
     "reviews_stream": ({"alerts-page"}, {"alerts-page"}),

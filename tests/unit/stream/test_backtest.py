@@ -16,6 +16,7 @@ import pytest
 from sklearn import metrics as skm
 
 from models.events import Transaction
+from models.features import count_outcomes
 from models.online import OnlineModel
 from models.tabular import events_frame
 from stream import backtest as bt
@@ -73,8 +74,11 @@ def test_each_score_is_given_before_its_label_and_later_labels_are_learned():
             arrival, x, terminal, positive = pending.pop(0)
             model.learn_one(x, positive)
             outcomes.setdefault(terminal, []).append((arrival, positive))
+        counts = {
+            event.event_id: count_outcomes(event.timestamp, outcomes.get(event.terminal_id, []))
+        }
         (verdict,) = score_batch(
-            TRANSACTIONS, [event], histories, outcomes, model, "v", THRESHOLDS, 0.0
+            TRANSACTIONS, [event], histories, counts, model, "v", THRESHOLDS, 0.0
         )
         expected.append(verdict.scored.online_score)
         pending.append((event.timestamp + 600.0, verdict.scored.features, event.terminal_id, label))

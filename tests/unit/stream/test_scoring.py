@@ -136,10 +136,9 @@ def test_email_alerts_never_carry_the_body():
 
 def test_terminal_outcomes_reach_the_features():
     txn = factories.transaction(1, terminal_id="term-bad", at=factories.T0 + 1000)
-    outcomes = {
-        "term-bad": [(factories.T0, True), (factories.T0 + 10, True), (factories.T0 + 5000, True)]
-    }  # the last arrived after the txn
+    outcomes = {txn.event_id: (2, 3)}  # (positives, labels) counted at the event's time
     verdict = score_batch(
         TRANSACTIONS, [txn], {}, outcomes, OnlineModel("transaction"), "v", NEVER_ALERT, 0.0
     )[0]
     assert verdict.scored.features["terminal_fraud_count_28d"] == 2.0
+    assert verdict.scored.features["terminal_label_count_28d"] == 3.0

@@ -1,0 +1,131 @@
+"""Label outcomes per terminal and sender in Redis: the learner records them, the scorer counts.
+
+"Risk from recent labels" (``terminal_*_28d``, ``sender_*_28d``) needs, for each event, how
+many labels of its terminal or sender arrived in ``t - 28 d < arrival <= t`` and how many of
+them were positive (:func:`models.features.count_outcomes` defines it). A busy terminal holds
+:data:`~models.features.OUTCOME_CAP` outcomes; reading them all for each of its transactions
+cost 3-4 ms an event in Redis and redis-py's parser (512 members and scores each), which no
+stream can afford. So each scope keeps two sorted sets scored by label arrival time, all its
+outcomes and its positive ones only, and the scorer asks Redis for two ``ZCOUNT``\\ s per
+event, O(log n) each, in one script call per batch.
+
+The positive set always holds exactly the positive members of the other set: the record
+script trims both by the window, and removes from the positive set the very members the cap
+evicts from the other (the cap evicts by rank, so ties in arrival time follow Redis' member
+order, as they did when one set was read whole). Both sets expire
+:data:`~models.features.OUTCOME_WINDOW_S` after their last label: by then none of their
+outcomes counts for a new event, and a terminal that stopped receiving labels no longer holds
+memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from models import features as F
+from models.features import OutcomeCounts
+from models.names import RedisKeys
+
+COUNT_SCRIPT = """
+local out = {}
+for i = 1, #KEYS, 2 do
+  out[i] = redis.call('ZCOUNT', KEYS[i + 1], ARGV[i], ARGV[i + 1])
+  out[i + 1] = redis.call('ZCOUNT', KEYS[i], ARGV[i], ARGV[i + 1])
+end
+return out
+"""
+"""KEYS are (all, positives) pairs, one per event; ARGV the matching ('(lower', 't') pairs.
+Returns (positives, labels) per event: ZCOUNT over ``lower < arrival <= t``. Python prints
+both bounds with ``repr`` and Redis parses them with ``strtod``: the same doubles, so the
+bounds are those of :func:`models.features.count_outcomes` exactly."""
+
+RECORD_SCRIPT = """
+local cap = tonumber(ARGV[1])
+local ttl = ARGV[2]
+for i = 0, #KEYS / 3 - 1 do
+  local all, positives, waiting = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
+  local member, arrival = ARGV[4 * i + 3], ARGV[4 * i + 4]
+  local positive, lower = ARGV[4 * i + 5], ARGV[4 * i + 6]
+  redis.call('ZADD', all, arrival, member)
+  if positive == '1' then
+    redis.call('ZADD', positives, arrival, member)
+  end
+  redis.call('ZREMRANGEBYSCORE', all, '-inf', lower)
+  redis.call('ZREMRANGEBYSCORE', positives, '-inf', lower)
+  local evicted = redis.call('ZRANGE', all, 0, -(cap + 1))
+  if #evicted > 0 then
+    redis.call('ZREMRANGEBYRANK', all, 0, -(cap + 1))
+    for _, gone in ipairs(evicted) do
+      redis.call('ZREM', positives, gone)
+    end
+  end
+  redis.call('EXPIRE', all, ttl)
+  redis.call('EXPIRE', positives, ttl)
+  redis.call('DEL', waiting)
+end
+"""
+"""Per label, KEYS (all, positives, waiting label) and ARGV (member, arrival, '1' or '0',
+lower) after ARGV[1] = cap and ARGV[2] = TTL: add the outcome, drop what arrived at or before
+``lower`` (the window behind this label), keep the latest ``cap`` (their positive twins go
+too), refresh both TTLs, and delete the label that waited for its event."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One label to record for its terminal or sender."""
+
+    scope_name: str
+    scope: str
+    event_id: str
+    positive: bool
+    arrival: float
+
+
+class OutcomeStore:
+    """The label outcomes of every terminal and sender, in Redis."""
+
+    def __init__(self, redis: aioredis.Redis, keys: RedisKeys) -> None:
+        self._keys = keys
+        self._count = redis.register_script(COUNT_SCRIPT)
+        self._record = redis.register_script(RECORD_SCRIPT)
+
+    async def count(
+        self, scope_name: str, scoped_events: Sequence[tuple[str, float]]
+    ) -> list[OutcomeCounts]:
+        """(positives, labels) for each (scope, event time) at that time, in order."""
+        if not scoped_events:
+            return []
+        keys: list[str] = []
+        args: list[str] = []
+        for scope, t in scoped_events:
+            keys += (
+                self._keys.label_outcomes(scope_name, scope),
+                self._keys.label_positives(scope_name, scope),
+            )
+            args += (f"({t - F.OUTCOME_WINDOW_S!r}", repr(t))
+        flat: list[Any] = await self._count(keys=keys, args=args)
+        return [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    async def record(self, outcomes: Sequence[Outcome]) -> None:
+        """Record ``outcomes`` in order (and delete their waiting labels)."""
+        if not outcomes:
+            return
+        keys: list[str] = []
+        args: list[str | int] = [F.OUTCOME_CAP, int(F.OUTCOME_WINDOW_S)]
+        for o in outcomes:
+            keys += (
+                self._keys.label_outcomes(o.scope_name, o.scope),
+                self._keys.label_positives(o.scope_name, o.scope),
+                self._keys.waiting_label(o.event_id),
+            )
+            args += (
+                f"{o.event_id}:{int(o.positive)}",
+                repr(o.arrival),
+                "1" if o.positive else "0",
+                repr(o.arrival - F.OUTCOME_WINDOW_S),
+            )
+        await self._record(keys=keys, args=args)
