@@ -28,6 +28,8 @@ commands (default: all):
              (needs no broker; not part of all)
   swap       hot swap: from publishing a batch model (registry + announcement) to the first
              event scored with it, with a worker scoring a steady stream (not part of all)
+  outcomes   "risk from recent labels" per event on real Redis, terminals at the outcome cap:
+             counted in Redis against the sets read whole (needs no broker; not part of all)
   soak       twice the nominal rate for ten minutes: worker memory, Redis memory and consumer
              lag over time (not part of all)
   all        the three in turn, sharing one broker and Redis (the default)
@@ -91,6 +93,12 @@ def _swap(argv: list[str]) -> int:
     return swap.main(argv)
 
 
+def _outcomes(argv: list[str]) -> int:
+    from benchmarks import outcomes
+
+    return outcomes.main(argv)
+
+
 def _soak(argv: list[str]) -> int:
     from benchmarks import soak
 
@@ -104,6 +112,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "retrain": _retrain,
     "features": _features,
     "swap": _swap,
+    "outcomes": _outcomes,
     "soak": _soak,
 }
 

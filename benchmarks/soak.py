@@ -12,7 +12,9 @@ label outcomes the whole time. One real ``python -m stream worker`` scores every
 
 Every ``--every`` seconds it samples:
 
-- the worker's resident memory (``VmRSS``) and Redis' ``used_memory``;
+- the worker's resident memory (``VmRSS``), the bytes of the histories it holds
+  (``fraud_state_bytes`` on its ``/metrics``: the state that grows with the cards and
+  senders seen until each history is full), and Redis' ``used_memory``;
 - the consumer lag of the worker's group: end offset minus committed offset, summed over
   the events, emails and labels partitions (committed offsets lag the real position by up to
   Faust's commit interval, so this is an upper bound);
@@ -41,7 +43,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from benchmarks import stack
 from benchmarks.latency import probe
-from models.names import Topics, consumer_group
+from models.names import Metrics, Topics, consumer_group
 from models.settings import Settings
 
 NOMINAL_RATE = 500.0
@@ -52,6 +54,7 @@ EMAIL_SHARE = 0.2
 class Sample:
     at_s: float
     worker_rss_mb: float
+    state_mb: float
     redis_mb: float
     lag: int
     scored: int
@@ -156,19 +159,21 @@ def main(argv: list[str]) -> int:
             f"emails, labels 30 s later) for {args.duration:g} s; {stack.cpu_count()} cores",
             flush=True,
         )
-        print("   t s  worker RSS MB  Redis MB      lag    scored", flush=True)
+        print("   t s  worker RSS MB  state MB  Redis MB      lag    scored", flush=True)
         while any(s.poll() is None for s in senders) and worker.alive():
             time.sleep(args.every)
             sample = Sample(
                 at_s=time.monotonic() - started,
                 worker_rss_mb=stack.rss_mb(worker.pid),
+                state_mb=(worker.metric_sum(Metrics.STATE_BYTES) or 0.0) / 2**20,
                 redis_mb=int(store.info("memory")["used_memory"]) / 2**20,
                 lag=reader.lag(),
                 scored=reader.scored_count(),
             )
             samples.append(sample)
             print(
-                f"{sample.at_s:6.0f} {sample.worker_rss_mb:13.0f} {sample.redis_mb:9.1f} "
+                f"{sample.at_s:6.0f} {sample.worker_rss_mb:13.0f} {sample.state_mb:9.1f} "
+                f"{sample.redis_mb:9.1f} "
                 f"{sample.lag:8,d} {sample.scored:9,d}",
                 flush=True,
             )
@@ -198,6 +203,8 @@ def main(argv: list[str]) -> int:
         mean([s.worker_rss_mb for s in first]),
         mean([s.worker_rss_mb for s in last]),
     )
+    state_first, state_last = mean([s.state_mb for s in first]), mean([s.state_mb for s in last])
+    rest_first, rest_last = rss_first - state_first, rss_last - state_last
     redis_first, redis_last = mean([s.redis_mb for s in first]), mean([s.redis_mb for s in last])
     print()
     print(f"producers exited {codes}; {sent:,} events sent in {wall:.0f} s")
@@ -206,6 +213,11 @@ def main(argv: list[str]) -> int:
         f"worker RSS: {rss_first:,.0f} MB (first fifth after the warm-up) -> {rss_last:,.0f} MB "
         f"(last fifth), {100 * (rss_last / rss_first - 1):+.1f} %; max "
         f"{max(s.worker_rss_mb for s in steady):,.0f} MB"
+    )
+    print(
+        f"  of which histories held: {state_first:,.1f} MB -> {state_last:,.1f} MB; the rest "
+        f"(RSS - histories): {rest_first:,.0f} MB -> {rest_last:,.0f} MB, "
+        f"{100 * (rest_last / rest_first - 1):+.1f} %"
     )
     print(
         f"Redis used_memory: {redis_first:,.1f} MB -> {redis_last:,.1f} MB "

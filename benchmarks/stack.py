@@ -414,19 +414,25 @@ class FaustProcess:
         except OSError:
             return "(no log)"
 
-    def scoring_steps(self) -> int | None:
-        """Batches the worker scored (``fraud_scoring_latency_seconds_count``), if known."""
+    def metric_sum(self, series: str) -> float | None:
+        """The sum of every sample of ``series`` (all label sets) on the worker's
+        ``/metrics``, None when it cannot be read."""
         try:
             url = f"http://127.0.0.1:{self.web_port}/metrics"
             with urllib.request.urlopen(url, timeout=5) as response:
                 text = response.read().decode()
         except OSError:
             return None
-        steps = 0
-        for line in text.splitlines():
-            if line.startswith(f"{Metrics.SCORING_LATENCY}_count"):
-                steps += int(float(line.rsplit(" ", 1)[1]))
-        return steps
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith((f"{series} ", f"{series}{{"))
+        )
+
+    def scoring_steps(self) -> int | None:
+        """Batches the worker scored (``fraud_scoring_latency_seconds_count``), if known."""
+        steps = self.metric_sum(f"{Metrics.SCORING_LATENCY}_count")
+        return None if steps is None else int(steps)
 
     def stop(self) -> None:
         if self._spy is not None:

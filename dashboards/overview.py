@@ -129,6 +129,22 @@ def build() -> Json:
         [prom(f"60 * {summed(rate(Metrics.CHECKPOINTS), 'kind')}", "{{kind}}")],
         unit="short",
     )
+    state_entities = timeseries(
+        "Histories held",
+        "Cards and senders whose history the workers hold in memory (Faust tables). Grows "
+        "with the population seen, then stays.",
+        [prom(summed(Metrics.STATE_ENTITIES, "kind"), "{{kind}}")],
+        unit="short",
+        stack=True,
+    )
+    state_bytes = timeseries(
+        "History bytes held",
+        "Bytes of those histories: grows until each is full (7 days or 256 transactions, "
+        "24 hours or 256 messages), then stays. Worker memory follows it.",
+        [prom(summed(Metrics.STATE_BYTES, "kind"), "{{kind}}")],
+        unit="bytes",
+        stack=True,
+    )
     return dashboard(
         UID,
         "Fraudstream: overview",
@@ -139,6 +155,7 @@ def build() -> Json:
             (8, [(scoring, 12), (end_to_end, 12)]),
             (8, [(lag, 12), (dead_letters, 12)]),
             (8, [(labels, 12), (checkpoints, 12)]),
+            (8, [(state_entities, 12), (state_bytes, 12)]),
         ],
         refresh="10s",
         time_from="now-1h",

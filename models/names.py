@@ -147,3 +147,5 @@ class Metrics:
     RECALL = "fraud_rolling_recall"  # labels: kind, score (online/hybrid)
     AVERAGE_PRECISION = "fraud_rolling_average_precision"  # labels: kind, score (online/hybrid)
     CONSUMER_LAG = "fraud_consumer_lag"  # labels: topic, partition
+    STATE_ENTITIES = "fraud_state_entities"  # labels: kind (cards, senders in this worker)
+    STATE_BYTES = "fraud_state_bytes"  # labels: kind (their encoded histories)

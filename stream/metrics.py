@@ -74,6 +74,16 @@ CONSUMER_LAG = Gauge(
     "End offset minus committed offset of the worker's assigned input partitions",
     ["topic", "partition"],
 )
+STATE_ENTITIES = Gauge(
+    Metrics.STATE_ENTITIES,
+    "Cards (transaction) or senders (email) whose history this worker holds in memory",
+    ["kind"],
+)
+STATE_BYTES = Gauge(
+    Metrics.STATE_BYTES,
+    "Bytes of the encoded histories this worker holds in memory (its tables' values)",
+    ["kind"],
+)
 MODEL_VERSION = Gauge(Metrics.MODEL_VERSION, "Version of the model in use", ["kind", "model"])
 CHECKPOINTS = Counter(Metrics.CHECKPOINTS, "Online-model checkpoints saved to Redis", ["kind"])
 MODEL_SWAPS = Counter(

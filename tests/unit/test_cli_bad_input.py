@@ -26,6 +26,7 @@ CASES = [
     (["dashboards", "render", "--prometheus", "http://127.0.0.1:9"], "required: --out"),
     (["models.redis_acl"], "required: command"),
     (["benchmarks", "soak", "--rate", "x"], "invalid float value: 'x'"),
+    (["benchmarks", "outcomes", "--batch", "0"], "must be at least 1"),
     (["local"], "required: service, action"),
 ]
 

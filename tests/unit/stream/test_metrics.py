@@ -43,6 +43,8 @@ LABELS: dict[str, tuple[str, ...]] = {
     Metrics.RECALL: ("kind", "score"),
     Metrics.AVERAGE_PRECISION: ("kind", "score"),
     Metrics.CONSUMER_LAG: ("topic", "partition"),
+    Metrics.STATE_ENTITIES: ("kind",),
+    Metrics.STATE_BYTES: ("kind",),
     Metrics.MODEL_VERSION: ("kind", "model"),
     Metrics.CHECKPOINTS: ("kind",),
     Metrics.MODEL_SWAPS: ("kind", "outcome"),
@@ -355,3 +357,24 @@ def test_consumer_lag_changes_nothing_while_the_consumer_cannot_tell():
     lag = ConsumerLag(["lagtest2.in"], on_assignment=seen.append)
     assert asyncio.run(lag.refresh(NotStarted())) is None
     assert seen == []
+
+
+def test_state_gauges_report_the_histories_held_when_scraped():
+    from types import SimpleNamespace
+
+    from stream.app import ChangelogTable
+
+    sent: list[tuple[str, bytes, bytes]] = []
+    faust_table = SimpleNamespace(
+        data={}, changelog_topic=SimpleNamespace(get_topic_name=lambda: "ns.history-changelog")
+    )
+    sink = SimpleNamespace(send=lambda topic, key, value: sent.append((topic, key, value)))
+    table = ChangelogTable(faust_table, sink)  # type: ignore[arg-type]
+    table.export_size("email")
+    table[b"s1"] = b"x" * 10
+    table[b"s2"] = b"y" * 5
+    table[b"s1"] = b"z" * 20  # replaced, not added
+    faust_table.data[b"s3"] = b"w" * 7  # recovered from the changelog by Faust itself
+    assert value(Metrics.STATE_ENTITIES, kind="email") == 3
+    assert value(Metrics.STATE_BYTES, kind="email") == 32
+    assert [key for _, key, _ in sent] == [b"s1", b"s2", b"s1"]
