@@ -82,7 +82,7 @@ async def _read_whole(
 async def _run(args: argparse.Namespace, redis_url: str) -> None:
     redis = aioredis.from_url(redis_url)
     keys = RedisKeys("bench-outcomes")
-    store = OutcomeStore(redis, keys)
+    store = OutcomeStore(redis, keys, served_after_label_s=3600)
     rng = random.Random(42)
     print(f"filling {args.scopes:,} terminals with {OUTCOME_CAP} outcomes each ...", flush=True)
     per_label = await _fill(store, args.scopes, rng)

@@ -104,6 +104,13 @@ class Settings:
         default=30 * 24 * 3600,
         metadata={"help": "how long served features wait in Redis for their label"},
     )
+    served_after_label_s: int = field(
+        default=3600,
+        metadata={
+            "help": "how long served features stay in Redis once their label is learned "
+            "(a replay of the event after a crash is scored from them), seconds"
+        },
+    )
     alerts_stream_maxlen: int = field(
         default=10_000, metadata={"help": "length cap of the recent-alerts Redis stream"}
     )
@@ -234,7 +241,14 @@ class Settings:
                 )
         if not self.namespace or not self.namespace.replace("-", "").replace("_", "").isalnum():
             raise SettingsError(f"{ENV_PREFIX}NAMESPACE must be letters, digits, '-' or '_'")
-        for name in ("partitions", "batch_size", "checkpoint_every_labels", "alerts_stream_maxlen"):
+        for name in (
+            "partitions",
+            "batch_size",
+            "checkpoint_every_labels",
+            "alerts_stream_maxlen",
+            "served_features_ttl_s",
+            "served_after_label_s",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
 

@@ -46,10 +46,12 @@ bounds are those of :func:`models.features.count_outcomes` exactly."""
 RECORD_SCRIPT = """
 local cap = tonumber(ARGV[1])
 local ttl = ARGV[2]
-for i = 0, #KEYS / 3 - 1 do
-  local all, positives, waiting = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
-  local member, arrival = ARGV[4 * i + 3], ARGV[4 * i + 4]
-  local positive, lower = ARGV[4 * i + 5], ARGV[4 * i + 6]
+local served_ttl = ARGV[3]
+for i = 0, #KEYS / 4 - 1 do
+  local all, positives = KEYS[4 * i + 1], KEYS[4 * i + 2]
+  local waiting, served = KEYS[4 * i + 3], KEYS[4 * i + 4]
+  local member, arrival = ARGV[4 * i + 4], ARGV[4 * i + 5]
+  local positive, lower = ARGV[4 * i + 6], ARGV[4 * i + 7]
   redis.call('ZADD', all, arrival, member)
   if positive == '1' then
     redis.call('ZADD', positives, arrival, member)
@@ -66,12 +68,15 @@ for i = 0, #KEYS / 3 - 1 do
   redis.call('EXPIRE', all, ttl)
   redis.call('EXPIRE', positives, ttl)
   redis.call('DEL', waiting)
+  redis.call('EXPIRE', served, served_ttl, 'LT')
 end
 """
-"""Per label, KEYS (all, positives, waiting label) and ARGV (member, arrival, '1' or '0',
-lower) after ARGV[1] = cap and ARGV[2] = TTL: add the outcome, drop what arrived at or before
+"""Per label learned, KEYS (all, positives, waiting label, served features) and ARGV (member,
+arrival, '1' or '0', lower) after ARGV[1] = cap, ARGV[2] = TTL of the outcome sets and ARGV[3]
+= TTL of served features once learned: add the outcome, drop what arrived at or before
 ``lower`` (the window behind this label), keep the latest ``cap`` (their positive twins go
-too), refresh both TTLs, and delete the label that waited for its event."""
+too), refresh both TTLs, delete the label that waited for its event, and shorten the served
+features' TTL (``EXPIRE ... LT``: never lengthen it)."""
 
 
 @dataclass(frozen=True)
@@ -86,10 +91,17 @@ class Outcome:
 
 
 class OutcomeStore:
-    """The label outcomes of every terminal and sender, in Redis."""
+    """The label outcomes of every terminal and sender, in Redis.
 
-    def __init__(self, redis: aioredis.Redis, keys: RedisKeys) -> None:
+    ``served_after_label_s``: what is left of an event's served features' TTL once its label
+    is recorded. The features were kept for the label; after it, only a replay of the event
+    (a worker that crashed before committing its offset: seconds) still reads them, so they
+    need not wait out the rest of ``FRAUD_SERVED_FEATURES_TTL_S``.
+    """
+
+    def __init__(self, redis: aioredis.Redis, keys: RedisKeys, served_after_label_s: int) -> None:
         self._keys = keys
+        self._served_after_label_s = served_after_label_s
         self._count = redis.register_script(COUNT_SCRIPT)
         self._record = redis.register_script(RECORD_SCRIPT)
 
@@ -111,16 +123,21 @@ class OutcomeStore:
         return [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     async def record(self, outcomes: Sequence[Outcome]) -> None:
-        """Record ``outcomes`` in order (and delete their waiting labels)."""
+        """Record the outcomes of labels just learned, in order (see :data:`RECORD_SCRIPT`)."""
         if not outcomes:
             return
         keys: list[str] = []
-        args: list[str | int] = [F.OUTCOME_CAP, int(F.OUTCOME_WINDOW_S)]
+        args: list[str | int] = [
+            F.OUTCOME_CAP,
+            int(F.OUTCOME_WINDOW_S),
+            self._served_after_label_s,
+        ]
         for o in outcomes:
             keys += (
                 self._keys.label_outcomes(o.scope_name, o.scope),
                 self._keys.label_positives(o.scope_name, o.scope),
                 self._keys.waiting_label(o.event_id),
+                self._keys.served(o.event_id),
             )
             args += (
                 f"{o.event_id}:{int(o.positive)}",

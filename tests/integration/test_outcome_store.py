@@ -53,7 +53,7 @@ def test_redis_counts_equal_the_definition(namespace, redis_url):
 
     async def scenario() -> None:
         r = aioredis.from_url(redis_url)
-        store = OutcomeStore(r, keys)
+        store = OutcomeStore(r, keys, served_after_label_s=3600)
         arrival = T0
         for step in range(80):
             batch = []
@@ -92,15 +92,27 @@ def test_redis_counts_equal_the_definition(namespace, redis_url):
     asyncio.run(scenario())
 
 
-def test_recording_deletes_the_waiting_label(namespace, redis_url):
+def test_recording_deletes_the_waiting_label_and_shortens_the_served_features_ttl(
+    namespace, redis_url
+):
     keys = RedisKeys(namespace)
 
     async def scenario() -> None:
         r = aioredis.from_url(redis_url)
         await r.set(keys.waiting_label("evt-1"), b"label bytes")
-        await OutcomeStore(r, keys).record([Outcome("sender", "s@x.org", "evt-1", True, T0)])
+        await r.set(keys.served("evt-1"), b"{}", ex=30 * 86_400)
+        await r.set(keys.served("evt-2"), b"{}", ex=60)  # already shorter: left as it is
+        store = OutcomeStore(r, keys, served_after_label_s=3600)
+        await store.record(
+            [
+                Outcome("sender", "s@x.org", "evt-1", True, T0),
+                Outcome("sender", "s@x.org", "evt-2", False, T0 + 1),
+            ]
+        )
         assert await r.get(keys.waiting_label("evt-1")) is None
         assert await r.zscore(keys.label_positives("sender", "s@x.org"), "evt-1:1") == T0
+        assert 3590 < await r.ttl(keys.served("evt-1")) <= 3600
+        assert 0 < await r.ttl(keys.served("evt-2")) <= 60
         await r.aclose()
 
     asyncio.run(scenario())
