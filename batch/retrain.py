@@ -65,6 +65,9 @@ class Options:
     max_train_rows: int = 500_000
     """Above this, the training window's negatives are sampled (every positive is kept)."""
     seed: int = 0
+    production: bool = True
+    """Judge against the batch model in production (read from Redis). False: against the
+    online score only, and no Redis is needed (the backtest's comparison)."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ class Outcome:
     run_dir: Path
     previous: str | None = None
     stages: dict[str, float] = field(default_factory=dict)
+    test_scores: pl.DataFrame | None = None
+    """The new model on the test window, by event: event_id, batch_score, hybrid_score."""
 
 
 def version_for(kind: EventKind, now: datetime) -> str:
@@ -210,15 +215,17 @@ def run(
     stage("calibrate")
 
     batch_test = model.calibrate(_exported_raw(model, tuned, inputs, X_test))
+    hybrid_test = weights.blend_array(model.card, split.test["online_score"].to_numpy(), batch_test)
     registry = BatchModelRegistry(
         redis.Redis.from_url(settings.redis_url), RedisKeys(settings.namespace)
     )
-    production = _production(registry, settings, kind, log)
+    production = _production(registry, settings, kind, log) if options.production else None
     metrics, columns = _evaluate(
         kind,
         split,
         model,
         batch_test,
+        hybrid_test,
         y_test,
         production,
         settings,
@@ -247,7 +254,16 @@ def run(
         if announce is not None:
             announce(kind, version)
         stage("publish")
-    outcome = Outcome(kind, version, promoted, reason, metrics, run_dir, previous, stages)
+    test_scores = pl.DataFrame(
+        {
+            "event_id": split.test["event_id"],
+            "batch_score": batch_test,
+            "hybrid_score": hybrid_test,
+        }
+    )
+    outcome = Outcome(
+        kind, version, promoted, reason, metrics, run_dir, previous, stages, test_scores
+    )
     from batch.report import write_report  # matplotlib is imported only when reporting
 
     write_report(outcome, model, columns, _importances(inputs, tuned, X_test, y_test, options.seed))
@@ -320,6 +336,7 @@ def _evaluate(
     split: Split,
     model: weights.BatchModel,
     batch: FloatArray,
+    hybrid: FloatArray,
     y_test: npt.NDArray[np.bool_],
     production: weights.BatchModel | None,
     settings: Settings,
@@ -327,7 +344,6 @@ def _evaluate(
 ) -> tuple[dict[str, Any], ScoreColumns]:
     test = split.test
     online = test["online_score"].to_numpy()
-    hybrid = weights.blend_array(model.card, online, batch)
     card = model.card
     online_threshold = (
         settings.txn_review_threshold if kind == "transaction" else settings.email_review_threshold

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from batch.lake import label_row, next_offsets, scored_row, write_rows
-from models.events import Label, ScoredEvent, Transaction, utc_from_timestamp
+from models.events import Label, LabelSource, ScoredEvent, Transaction, utc_from_timestamp
 from models.names import EventKind, Topics
 from models.online import OnlineModel
 from models.settings import Settings
-from stream.backtest import Backtest, generated_events
+from stream.backtest import Backtest, Scored, generated_events
 from stream.scoring import SPECS, Thresholds
 
 CHUNK = 50_000
@@ -47,7 +47,6 @@ def fill_lake(
     event's true probability by event id (for evaluation only). Returns (scored, label rows).
     """
     settings = Settings(namespace=namespace)
-    topics = Topics.for_namespace(namespace)
     rng = random.Random(seed)
     spec = SPECS[kind]
     backtest: Backtest[Any, Any] = Backtest(
@@ -57,7 +56,6 @@ def fill_lake(
         label_delay_s=label_delay_s,
     )
     fed: deque[Any] = deque()
-    labels: list[tuple[float, str, bool]] = []
 
     def items() -> Iterator[tuple[Any, bool]]:
         for event, positive, p in generated_events(
@@ -68,47 +66,81 @@ def fill_lake(
             fed.append(event)
             yield event, positive
 
-    rows: list[dict[str, Any]] = []
-    first = offset = next_offsets(lake_dir, "scored").get(0, 0)  # append after what is there
+    recorder = LakeRecorder(lake_dir, kind, namespace)
     for batch in backtest.run(items()):
         for scored in batch:
-            event = fed.popleft()
             delay = label_delay_s * (0.5 + rng.random())
-            labels.append((scored.event_time + delay, scored.event_id, bool(scored.label)))
-            rows.append(scored_row(_scored_event(kind, event, scored), topics.scored, 0, offset))
-            offset += 1
-        if len(rows) >= CHUNK:
-            write_rows(lake_dir, "scored", 0, rows)
-            rows = []
+            recorder.add(fed.popleft(), scored, scored.event_time + delay)
         if progress is not None:
-            progress(offset - first)
-    if rows:
-        write_rows(lake_dir, "scored", 0, rows)
-    labels.sort()
-    label_first = next_offsets(lake_dir, "labels").get(0, 0)
-    label_rows = [
-        label_row(
-            Label(
-                event_id=event_id,
-                event_time=utc_from_timestamp(arrival),
-                kind=kind,
-                is_positive=positive,
-                source=("chargeback" if kind == "transaction" else "spam_report")
-                if positive
-                else "generator",
-            ),
-            topics.labels,
-            0,
-            label_first + n,
+            progress(recorder.scored)
+    return recorder.close()
+
+
+class LakeRecorder:
+    """Writes what the backtest engine scores to a lake, as the lake sink would have written
+    it from the topics: one scored row per event as it comes (offsets in order, files of
+    :data:`CHUNK` rows), and on :meth:`close` each label at its arrival time, in arrival
+    order. Used by :func:`fill_lake` and by ``python -m stream backtest --batch-compare``."""
+
+    def __init__(self, lake_dir: Path | str, kind: EventKind, namespace: str = "fraud") -> None:
+        self._lake_dir = lake_dir
+        self._kind: EventKind = kind
+        self._topics = Topics.for_namespace(namespace)
+        self._rows: list[dict[str, Any]] = []
+        self._labels: list[tuple[float, str, bool]] = []
+        self._first = self._offset = next_offsets(lake_dir, "scored").get(0, 0)
+
+    @property
+    def scored(self) -> int:
+        """Scored rows recorded so far."""
+        return self._offset - self._first
+
+    def add(self, event: Any, scored: Scored, label_at: float | None) -> None:
+        """Record ``event`` as the backtest scored it; with ``label_at``, its label (the
+        backtest's ``scored.label``) arrives then."""
+        if label_at is not None:
+            self._labels.append((label_at, scored.event_id, bool(scored.label)))
+        self._rows.append(
+            scored_row(
+                _scored_event(self._kind, event, scored), self._topics.scored, 0, self._offset
+            )
         )
-        for n, (arrival, event_id, positive) in enumerate(labels)
-    ]
-    for i in range(0, len(label_rows), CHUNK):
-        write_rows(lake_dir, "labels", 0, label_rows[i : i + CHUNK])
-    return offset - first, len(label_rows)
+        self._offset += 1
+        if len(self._rows) >= CHUNK:
+            write_rows(self._lake_dir, "scored", 0, self._rows)
+            self._rows = []
+
+    def close(self) -> tuple[int, int]:
+        """Write what is left and the labels; return (scored rows, label rows)."""
+        if self._rows:
+            write_rows(self._lake_dir, "scored", 0, self._rows)
+            self._rows = []
+        self._labels.sort()
+        label_first = next_offsets(self._lake_dir, "labels").get(0, 0)
+        positive_source: LabelSource = (
+            "chargeback" if self._kind == "transaction" else "spam_report"
+        )
+        label_rows = [
+            label_row(
+                Label(
+                    event_id=event_id,
+                    event_time=utc_from_timestamp(arrival),
+                    kind=self._kind,
+                    is_positive=positive,
+                    source=positive_source if positive else "generator",
+                ),
+                self._topics.labels,
+                0,
+                label_first + n,
+            )
+            for n, (arrival, event_id, positive) in enumerate(self._labels)
+        ]
+        for i in range(0, len(label_rows), CHUNK):
+            write_rows(self._lake_dir, "labels", 0, label_rows[i : i + CHUNK])
+        return self.scored, len(label_rows)
 
 
-def _scored_event(kind: EventKind, event: Any, scored: Any) -> ScoredEvent:
+def _scored_event(kind: EventKind, event: Any, scored: Scored) -> ScoredEvent:
     scope = event.terminal_id if isinstance(event, Transaction) else event.sender
     return ScoredEvent(
         event_id=scored.event_id,

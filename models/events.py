@@ -254,6 +254,9 @@ class Email(Event, kw_only=True, frozen=True):
     has_attachment: bool = False
 
 
+LabelSource = Literal["chargeback", "spam_report", "analyst", "replay", "generator"]
+
+
 class Label(Event, kw_only=True, frozen=True):
     """Ground truth for an earlier event, arriving late: a chargeback, a spam report, an analyst.
 
@@ -262,7 +265,7 @@ class Label(Event, kw_only=True, frozen=True):
 
     kind: Literal["transaction", "email"]
     is_positive: bool
-    source: Literal["chargeback", "spam_report", "analyst", "replay", "generator"] = "generator"
+    source: LabelSource = "generator"
     reviewer: Short = ""
 
 

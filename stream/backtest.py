@@ -40,7 +40,7 @@ import sys
 import time
 from array import array
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +57,7 @@ from models.names import EventKind
 from models.online import OnlineModel
 from models.settings import Settings, SettingsError
 from models.tabular import TableError, load, parse_mapping, read_spec_file
+from stream.backtest_batch import BatchComparison, BatchComparisonError
 from stream.scoring import SPECS, KindSpec, Thresholds, score_batch
 
 E = TypeVar("E", Transaction, Email)
@@ -648,9 +649,13 @@ def _markdown(result: dict[str, Any]) -> str:
         f"peak memory {result['peak_rss_mb']:,.0f} MiB",
         f"- online model: {result['model']['learned_at_start']:,} labels learned at start, "
         f"{result['model']['learned_at_end']:,} at the end",
-        "- batch and hybrid scores: not computed by the backtest (online model only; the "
-        "retrain report compares online, batch and hybrid)",
     ]
+    compared = result.get("comparison")
+    if compared is None:
+        lines.append(
+            "- batch and hybrid scores: not computed (`--batch-compare` trains the retrain's "
+            "batch model and compares them)"
+        )
     lines += [f"- note: {note}" for note in result["notes"]]
     lines += [
         "",
@@ -681,7 +686,38 @@ def _markdown(result: dict[str, Any]) -> str:
             f"| negative | {t['fp']:,} | {t['tn']:,} |",
         ]
     lines += ["", "![precision-recall](pr.png)", "", "![ROC](roc.png)", ""]
+    if compared is not None:
+        lines += _comparison_markdown(compared)
     return "\n".join(lines)
+
+
+COMPARED = (("online", "online (as served)"), ("batch", "batch"), ("hybrid", "hybrid"))
+
+
+def _comparison_markdown(compared: dict[str, Any]) -> list[str]:
+    window = compared["window"]
+    lines = [
+        "## Online, batch and hybrid on the retrain's test window",
+        "",
+        f"The nightly retrain's code (`--batch-compare`) trained a batch model on the earlier "
+        f"events; all three scores are judged on the test window, {compared['events']:,} events "
+        f"({compared['positives']:,} positive) from {window['from']} to {window['until']}. "
+        "Precision, recall and F1 at the retrain's review threshold for batch and hybrid, "
+        "the worker's for online.",
+        "",
+        "| score | ROC AUC | average precision | precision | recall | F1 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for key, name in COMPARED:
+        s = compared[key]
+        t = s["at_threshold"]
+        lines.append(
+            f"| {name} | {_fmt(s['roc_auc'])} | {_fmt(s['average_precision'])} | "
+            f"{_fmt(t['precision'])} | {_fmt(t['recall'])} | {_fmt(t['f1'])} |"
+        )
+    if compared["report"]:
+        lines += ["", f"The retrain's own report: `{compared['report']}`."]
+    return [*lines, ""]
 
 
 def _text_summary(result: dict[str, Any]) -> str:
@@ -701,7 +737,19 @@ def _text_summary(result: dict[str, Any]) -> str:
             f"{_fmt(t['recall'])} F1 {_fmt(t['f1'])} FPR {_fmt(t['false_positive_rate'])}"
             + (f"  top-{top['k']}/day {_fmt(top['value'])}" if top else "")
         )
-    lines.append("  batch, hybrid: not computed by the backtest (see the retrain report)")
+    compared = result.get("comparison")
+    if compared is None:
+        lines.append("  batch, hybrid: not computed (--batch-compare compares them)")
+        return "\n".join(lines)
+    lines.append(
+        f"  on the retrain's test window ({compared['events']:,} events, "
+        f"{compared['positives']:,} positive, from {compared['window']['from']}):"
+    )
+    for key, name in COMPARED:
+        s = compared[key]
+        lines.append(
+            f"  {name:>18}: ROC AUC {_fmt(s['roc_auc'])}  AP {_fmt(s['average_precision'])}"
+        )
     return "\n".join(lines)
 
 
@@ -833,6 +881,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_BATCH,
         help="most events scored per step between label arrivals (default %(default)s)",
     )
+    run.add_argument(
+        "--batch-compare",
+        action="store_true",
+        help="also train the nightly retrain's batch model on the earlier events and report "
+        "batch and hybrid scores next to the online ones on the retrain's test window (its "
+        "last 20 %% of labelled events by time)",
+    )
+    run.add_argument(
+        "--batch-budget",
+        type=_number(0.0, inclusive=False),
+        metavar="SECONDS",
+        help="time budget of the batch model's fit (default FRAUD_RETRAIN_BUDGET_S)",
+    )
     out = parser.add_argument_group("output")
     out.add_argument(
         "--threshold",
@@ -851,7 +912,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--scores-out",
         metavar="FILE",
         help="one row per event (.csv or .parquet): event_id, event_time, entity_id, label, "
-        "online_score, batch_score, hybrid_score (empty: online model only), decision",
+        "online_score, batch_score, hybrid_score (with --batch-compare, for the test window's "
+        "events; empty otherwise), decision",
     )
     out.add_argument(
         "--with-features",
@@ -874,13 +936,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--map, --mapping, --extra and --categorical apply to files only")
     if args.with_features and not args.scores_out:
         parser.error("--with-features needs --scores-out")
+    if args.batch_budget is not None and not args.batch_compare:
+        parser.error("--batch-budget needs --batch-compare")
     try:
         settings = Settings.from_env()
         return run(args, settings)
     except SettingsError as exc:
         print(f"python -m stream backtest: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except (BacktestError, TableError) as exc:
+    except (BacktestError, TableError, BatchComparisonError) as exc:
         print(f"python -m stream backtest: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -898,9 +962,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     kind = source.kind
     spec = SPECS[kind]
     thresholds = Thresholds.for_kind(kind, settings)
-    threshold = thresholds.review if args.threshold is None else args.threshold
     model = load_model(args.model_state, kind, settings)
-    learned_at_start = model.learned
     entity_field = "card_id" if kind == "transaction" else "sender"
     backtest: Backtest[Any, Any] = Backtest(
         spec=spec,
@@ -919,21 +981,63 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
     data = Collector()
     progress = Progress(source.rows, err, PROGRESS_EVERY_S)
+    comparison = None
+    if args.batch_compare:
+        budget = settings.retrain_budget_s if args.batch_budget is None else args.batch_budget
+        report_dir = Path(args.report) if args.report else None
+        comparison = BatchComparison(kind, args.label_delay, report_dir, budget)
     loaded = time.perf_counter()
     try:
-        for batch in backtest.run(source.items):
+        items = source.items if comparison is None else comparison.feed(source.items)
+        for batch in backtest.run(items):
             refs = None
             if source.references is not None:
                 refs = [next(source.references) for _ in batch]
             data.add(batch, refs)
             if writer is not None:
                 writer.add(batch, refs)
+            if comparison is not None:
+                comparison.record(batch)
             progress.update(data.events, backtest.learned)
         backtest.finish()
     finally:
         if writer is not None:
             writer.close()
     scoring_s = time.perf_counter() - loaded
+    try:
+        return _finish(
+            args, settings, source, backtest, data, writer, comparison, started, scoring_s
+        )
+    finally:
+        if comparison is not None:
+            comparison.close()
+
+
+def _progress_log(args: argparse.Namespace) -> Callable[[str], None]:
+    """Where the comparison's retrain reports its stages: stderr, unless ``--quiet``."""
+    if args.quiet:
+        return lambda _: None
+    return lambda message: print(message, file=sys.stderr, flush=True)
+
+
+def _finish(
+    args: argparse.Namespace,
+    settings: Settings,
+    source: Source,
+    backtest: Backtest[Any, Any],
+    data: Collector,
+    writer: ScoresWriter | None,
+    comparison: BatchComparison | None,
+    started: float,
+    scoring_s: float,
+) -> int:
+    """Measure, compare (``--batch-compare``), write and print what :func:`run` scored."""
+    kind, model = source.kind, backtest.model
+    thresholds = backtest.thresholds
+    threshold = thresholds.review if args.threshold is None else args.threshold
+    learned_at_start = model.learned - backtest.learned
+    entity_field = "card_id" if kind == "transaction" else "sender"
+    reference = source.reference_name if source.references is not None else None
     if data.events == 0:
         raise BacktestError("no events to score")
     if args.model_state_out:
@@ -952,6 +1056,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )
     if metrics["labelled"] == 0:
         raise BacktestError("no row has a label: nothing to measure")
+    compared = None
+    if comparison is not None:
+        compared = comparison.run(settings, log=_progress_log(args))
+        if writer is not None:
+            comparison.fill_scores(writer.path)
     result: dict[str, Any] = {
         "source": source.description,
         "kind": kind,
@@ -962,8 +1071,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         "learned": backtest.learned,
         "decisions": {d: data.decisions.get(d, 0) for d in ("allow", "review", "block")},
         "metrics": metrics,
-        "batch": None,
-        "hybrid": None,
+        "batch": compared["batch"] if compared else None,
+        "hybrid": compared["hybrid"] if compared else None,
+        "comparison": compared,
         "model": {
             "learned_at_start": learned_at_start,
             "learned_at_end": model.learned,
