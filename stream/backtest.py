@@ -19,8 +19,9 @@ from the features served the first time and its label counts once, as in the wor
 The backtest needs no Kafka and no Redis: histories and label outcomes live in dicts. Its
 scores equal the live worker's for the same events and the same starting model
 (``tests/integration/test_backtest_parity.py`` checks it on a real worker). It scores with
-the online model only: the batch and hybrid columns stay empty; the nightly retrain's
-evaluation compares online, batch and hybrid (``benchmarks.quality_hybrid``).
+the online model; ``--batch-compare`` then trains the nightly retrain's batch model on what
+it scored and compares online, batch and hybrid on the retrain's test window
+(``stream.backtest_batch``).
 
 Sources: a CSV or Parquet file mapped with ``--map FIELD=COLUMN`` or ``--mapping FILE``
 through ``models.tabular`` (the definition ``python -m producers replay`` uses), or a
