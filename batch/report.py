@@ -139,7 +139,7 @@ def _markdown(outcome: Outcome, model: weights.BatchModel, importances: dict[str
     ]
     for name, s in m["scores"].items():
         at = s["at_threshold"]
-        topk = s.get("card_precision_top_k_per_day")
+        topk = s.get("precision_top_k_per_day")
         lines.append(
             f"| {LABELS[name]} | {_fmt(s['roc_auc'])} | {_fmt(s['average_precision'])} | "
             f"{_fmt(at['threshold'], 3)} | {_fmt(at['precision'])} | {_fmt(at['recall'])} | "

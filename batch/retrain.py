@@ -376,7 +376,7 @@ def _evaluate(
     for name, (s, threshold) in scores.items():
         summary = evaluation.summarize(y_test[window], s[window], threshold)
         if kind == "transaction":
-            summary["card_precision_top_k_per_day"] = evaluation.precision_top_k_per_day(
+            summary["precision_top_k_per_day"] = evaluation.precision_top_k_per_day(
                 times[window], entities[window], y_test[window], s[window], TOP_K_PER_DAY
             )
         figures[name] = summary
