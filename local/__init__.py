@@ -5,7 +5,15 @@ Development tooling, not part of the installed package: import it from the repos
 """
 
 from local._service import REPO_ROOT, RUN_DIR, ServiceError, free_ports
-from local.kafka import KafkaBroker
+from local.kafka import BrokerTls, KafkaBroker
 from local.redis import RedisServer
 
-__all__ = ["REPO_ROOT", "RUN_DIR", "KafkaBroker", "RedisServer", "ServiceError", "free_ports"]
+__all__ = [
+    "REPO_ROOT",
+    "RUN_DIR",
+    "BrokerTls",
+    "KafkaBroker",
+    "RedisServer",
+    "ServiceError",
+    "free_ports",
+]

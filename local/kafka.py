@@ -6,7 +6,10 @@ One JVM is both controller and broker; every replication factor is 1 so that int
 
 ``sasl_users`` turns the client listener into SASL_PLAINTEXT with SASL/PLAIN: the broker
 accepts exactly those users (and its own inter-broker user), which is how the tests show the
-clients authenticate and a wrong password is refused.
+clients authenticate and a wrong password is refused. ``scram=True`` makes those users
+SCRAM-SHA-512 credentials instead (created when the storage is formatted; the broker's own
+user stays PLAIN), and ``tls`` (a :class:`BrokerTls`) puts the listener behind TLS:
+SASL_SSL, or SSL without users.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import secrets
 import subprocess
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +43,21 @@ MIN_JAVA = 17
 BROKER_USER = "broker"
 """The SASL user the broker itself uses on its listener (inter-broker), and the readiness probe."""
 _JAAS_SAFE = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+@dataclass(frozen=True)
+class BrokerTls:
+    """PEM texts of the broker's TLS identity: its certificate chain, its unencrypted PKCS#8
+    key, and the CA that signed it (which the broker trusts for its own inter-broker link)."""
+
+    certificate_chain: str
+    key: str
+    ca: str
+
+
+def _pem_property(pem: str) -> str:
+    """A PEM text as one line of a Java properties file (``\\n`` for its line breaks)."""
+    return pem.strip().replace("\n", "\\n")
 
 
 def random_cluster_id() -> str:
@@ -68,6 +87,8 @@ class KafkaBroker(Service):
         jars_dir: Path | str = JARS_DIR,
         heap: str = "512m",
         sasl_users: Mapping[str, str] | None = None,
+        scram: bool = False,
+        tls: BrokerTls | None = None,
     ) -> None:
         if port is None or controller_port is None:
             picked = free_ports(2)
@@ -89,35 +110,70 @@ class KafkaBroker(Service):
                 raise ServiceError(f"SASL user {user!r}: use letters, digits, '_', '.', '-' only")
         if BROKER_USER in self.sasl_users:
             raise ServiceError(f"SASL user {BROKER_USER!r} is the broker's own")
+        if scram and not self.sasl_users:
+            raise ServiceError("scram=True needs sasl_users")
+        self.scram = scram
+        self.tls = tls
         self._broker_password = secrets.token_hex(16)
 
     @property
     def listener(self) -> str:
         """The client listener's name and security protocol."""
-        return "SASL_PLAINTEXT" if self.sasl_users else "PLAINTEXT"
+        if self.sasl_users:
+            return "SASL_SSL" if self.tls else "SASL_PLAINTEXT"
+        return "SSL" if self.tls else "PLAINTEXT"
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA certificate clients must trust (written by :meth:`prepare`), None without TLS."""
+        return self.log_dir / "ca.pem" if self.tls else None
 
     def client_security(self) -> dict[str, Any]:
-        """kafka-python settings for the broker's own user (empty without SASL)."""
-        if not self.sasl_users:
-            return {}
-        return {
-            "security_protocol": "SASL_PLAINTEXT",
-            "sasl_mechanism": "PLAIN",
-            "sasl_plain_username": BROKER_USER,
-            "sasl_plain_password": self._broker_password,
-        }
+        """kafka-python settings for the broker's own user (empty without SASL or TLS)."""
+        settings: dict[str, Any] = {}
+        if self.listener != "PLAINTEXT":
+            settings["security_protocol"] = self.listener
+        if self.sasl_users:
+            settings.update(
+                sasl_mechanism="PLAIN",
+                sasl_plain_username=BROKER_USER,
+                sasl_plain_password=self._broker_password,
+            )
+        if self.ca_file is not None:
+            settings["ssl_cafile"] = str(self.ca_file)
+        return settings
 
     def _sasl_properties(self) -> list[str]:
         if not self.sasl_users:
             return []
-        users = {BROKER_USER: self._broker_password, **self.sasl_users}
+        listener = self.listener.lower()
+        users = {BROKER_USER: self._broker_password}
+        if not self.scram:
+            users.update(self.sasl_users)
         accepted = " ".join(f'user_{user}="{password}"' for user, password in users.items())
-        return [
-            "sasl.enabled.mechanisms=PLAIN",
+        lines = [
+            f"sasl.enabled.mechanisms=PLAIN{',SCRAM-SHA-512' if self.scram else ''}",
             "sasl.mechanism.inter.broker.protocol=PLAIN",
-            "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+            f"listener.name.{listener}.plain.sasl.jaas.config="
             "org.apache.kafka.common.security.plain.PlainLoginModule required "
             f'username="{BROKER_USER}" password="{self._broker_password}" {accepted};',
+        ]
+        if self.scram:
+            lines.append(
+                f"listener.name.{listener}.scram-sha-512.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            )
+        return lines
+
+    def _tls_properties(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return [
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.certificate.chain={_pem_property(self.tls.certificate_chain)}",
+            f"ssl.keystore.key={_pem_property(self.tls.key)}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.certificates={_pem_property(self.tls.ca)}",
         ]
 
     @property
@@ -139,6 +195,7 @@ class KafkaBroker(Service):
                 "CONTROLLER:PLAINTEXT",
                 f"inter.broker.listener.name={self.listener}",
                 *self._sasl_properties(),
+                *self._tls_properties(),
                 "controller.listener.names=CONTROLLER",
                 f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
                 f"log.dirs={self.data_dir.resolve()}",
@@ -194,7 +251,9 @@ class KafkaBroker(Service):
         ensure_port_free(self.port, "Kafka")
         ensure_port_free(self.controller_port, "the Kafka controller")
         self.config_file.write_text(self.server_properties())
-        self.config_file.chmod(0o600)  # it holds the SASL passwords, when there are any
+        self.config_file.chmod(0o600)  # it holds the SASL passwords and TLS key, if any
+        if self.tls is not None and self.ca_file is not None:
+            self.ca_file.write_text(self.tls.ca)
         if (self.data_dir / "meta.properties").exists():
             return  # formatted before; --ignore-formatted would still reject a new cluster id
         # Kafka 4.1: a static quorum (controller.quorum.voters) must be formatted WITHOUT
@@ -213,6 +272,9 @@ class KafkaBroker(Service):
             "-c",
             str(self.config_file),
         ]
+        if self.scram:  # SCRAM credentials live in the cluster metadata, from the start
+            for user, password in self.sasl_users.items():
+                cmd += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={password}]"]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         except subprocess.TimeoutExpired:

@@ -24,7 +24,6 @@ from models.settings import ENV_PREFIX, Settings
 __all__ = [
     "aiokafka_config",
     "kafka_python_config",
-    "refusal_message",
     "refused",
     "refused_async",
     "ssl_context",
@@ -72,13 +71,15 @@ def aiokafka_config(settings: Settings) -> dict[str, Any]:
 
 
 async def refused_async(settings: Settings, timeout_s: float = 5.0) -> str | None:
-    """The broker's own words if it refuses these SASL credentials, else None (not SASL,
-    credentials accepted, or no broker answered: that is a different problem).
+    """What to tell the user when the broker cannot be talked to with these settings for a
+    reason retrying cannot fix: it refuses the SASL credentials, or its TLS certificate
+    does not verify. None otherwise (PLAINTEXT, all accepted, or no broker answered: that is
+    a different problem).
 
-    The clients themselves only report "unable to bootstrap" after their timeout when the
-    credentials are wrong, and log the reason; this opens one connection per bootstrap
-    server with aiokafka, which raises the broker's refusal, to say so plainly."""
-    if not settings.kafka_uses_sasl:
+    The clients themselves only report "unable to bootstrap" after their timeout in both
+    cases, and log the reason; this opens one connection per bootstrap server with aiokafka,
+    which raises the refusal or the failed verification, to say so at once and plainly."""
+    if settings.kafka_security_protocol == "PLAINTEXT":
         return None
     from aiokafka.conn import create_conn
     from aiokafka.errors import AuthenticationFailedError, SaslAuthenticationFailed
@@ -97,8 +98,10 @@ async def refused_async(settings: Settings, timeout_s: float = 5.0) -> str | Non
                 timeout_s,
             )
         except (SaslAuthenticationFailed, AuthenticationFailedError) as exc:
-            return str(exc)
-        except Exception:  # unreachable, TLS trouble, not a Kafka listener: try the next one
+            return _credentials_refused(settings, str(exc))
+        except ssl.SSLCertVerificationError as exc:
+            return _certificate_refused(settings, exc.verify_message or str(exc))
+        except Exception:  # unreachable, not a Kafka listener: try the next one
             continue
         conn.close()
         return None
@@ -108,15 +111,14 @@ async def refused_async(settings: Settings, timeout_s: float = 5.0) -> str | Non
 def refused(settings: Settings, timeout_s: float = 5.0) -> str | None:
     """:func:`refused_async` for synchronous callers (run on its own thread and loop, so it
     works whether or not the caller's thread runs an event loop)."""
-    if not settings.kafka_uses_sasl:
+    if settings.kafka_security_protocol == "PLAINTEXT":
         return None
     with ThreadPoolExecutor(1, thread_name_prefix="kafka-credentials") as pool:
         return pool.submit(asyncio.run, refused_async(settings, timeout_s)).result()
 
 
-def refusal_message(settings: Settings, reason: str) -> str:
-    """What to tell a user whose credentials the broker refused (names variables, never
-    their values)."""
+def _credentials_refused(settings: Settings, reason: str) -> str:
+    """Names the variables to check, never their values."""
     return (
         f"Kafka at {settings.kafka_bootstrap} refused the credentials of SASL user "
         f"{settings.kafka_sasl_username!r} ({settings.kafka_sasl_mechanism} over "
@@ -125,21 +127,25 @@ def refusal_message(settings: Settings, reason: str) -> str:
     )
 
 
+def _certificate_refused(settings: Settings, reason: str) -> str:
+    trusted = settings.kafka_ssl_cafile or "the system's CAs"
+    return (
+        f"the TLS certificate of Kafka at {settings.kafka_bootstrap} does not verify against "
+        f"{trusted} ({reason}). Set {ENV_PREFIX}KAFKA_SSL_CAFILE to the PEM file of the CA "
+        "that signed the brokers' certificates"
+    )
+
+
 def unreachable_message(settings: Settings, exc: BaseException, hint: str = "") -> str:
-    """The message for a client that could not connect: the credentials' refusal when that
-    is the cause (asked of the broker), else "cannot reach" with ``exc`` and ``hint``."""
-    reason = refused(settings)
-    if reason is not None:
-        return refusal_message(settings, reason)
-    return _cannot_reach(settings, exc, hint)
+    """The message for a client that could not connect: the refusal of its credentials or
+    of the broker's certificate when that is the cause (asked of the broker), else "cannot
+    reach" with ``exc`` and ``hint``."""
+    return refused(settings) or _cannot_reach(settings, exc, hint)
 
 
 async def unreachable_message_async(settings: Settings, exc: BaseException, hint: str = "") -> str:
     """:func:`unreachable_message` for code running in an event loop."""
-    reason = await refused_async(settings)
-    if reason is not None:
-        return refusal_message(settings, reason)
-    return _cannot_reach(settings, exc, hint)
+    return await refused_async(settings) or _cannot_reach(settings, exc, hint)
 
 
 def _cannot_reach(settings: Settings, exc: BaseException, hint: str) -> str:

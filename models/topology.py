@@ -44,11 +44,12 @@ def ensure_topics(
     return the names created.
 
     Idempotent: a topic that exists is left as it is (its partition count is not changed).
-    Credentials the broker refuses fail at once (retrying cannot help), with the reason.
+    Credentials the broker refuses, or a certificate that does not verify, fail at once
+    (retrying cannot help), with the reason.
     """
     refused = kafka_security.refused(settings)
     if refused is not None:
-        raise KafkaUnavailable(kafka_security.refusal_message(settings, refused))
+        raise KafkaUnavailable(refused)
     deadline = time.monotonic() + timeout_s
     while True:
         try:

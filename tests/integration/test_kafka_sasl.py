@@ -1,16 +1,19 @@
 """Every Kafka client of the project over SASL, against a real broker that requires it.
 
-The broker (``local.kafka.KafkaBroker`` with ``sasl_users``) has one SASL_PLAINTEXT
-listener with SASL/PLAIN and accepts one user. With ``FRAUD_KAFKA_SECURITY_PROTOCOL=
-SASL_PLAINTEXT`` and that user's credentials: topic creation (kafka-python admin), the
+Twice: a broker (``local.kafka.KafkaBroker`` with ``sasl_users``) with one SASL_PLAINTEXT
+listener and SASL/PLAIN, and one with a SASL_SSL listener (TLS with a certificate signed by
+a CA made for the test with openssl) and SCRAM-SHA-512 credentials. Each accepts one user.
+With ``FRAUD_KAFKA_SECURITY_PROTOCOL``, ``FRAUD_KAFKA_SASL_MECHANISM``, that user's
+credentials and (TLS) ``FRAUD_KAFKA_SSL_CAFILE``: topic creation (kafka-python admin), the
 producers' publisher, the model announcement (kafka-python producers), the lake sink
 (kafka-python consumer), a real ``python -m stream worker`` (Faust's consumer, producer and
 changelogs, and the aiokafka consumer of model announcements) and a real alerts page
 (aiokafka producer of verdicts) all authenticate and do their work. A wrong password is
-refused at once, with a message that names the variables to check and never the password.
+refused at once, with a message that names the variables to check and never the password;
+over TLS, a client that does not trust the broker's CA is refused too.
 
-Not tested here: TLS (SSL / SASL_SSL, ``FRAUD_KAFKA_SSL_CAFILE``) and the SCRAM mechanisms;
-the unit tests check what each client is given for them.
+Not tested here: SSL without SASL, mutual TLS (the project has no client-certificate
+settings) and SCRAM-SHA-256; the unit tests check what each client is given for them.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import redis
 
 from batch.announce import announce_model
 from batch.lake import read_lake, run_sink
-from local import KafkaBroker
+from local import BrokerTls, KafkaBroker
 from models import weights
 from models.batch_registry import BatchModelRegistry
 from models.events import Alert, Label, ScoredEvent, decode
@@ -50,11 +53,38 @@ KEY = "sasl-test-signing-key"
 TOKEN = "sasl-test-review-token-0123456789"
 
 
-@pytest.fixture(scope="module")
-def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KafkaBroker, str]]:
-    base = tmp_path_factory.mktemp("kafka-sasl")
+def openssl(*args: str | Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
+
+
+def make_tls(base: Path) -> BrokerTls:
+    """A CA and a broker certificate it signs for 127.0.0.1, made with openssl for the test."""
+    ca_key, ca, key, csr, cert = (base / n for n in ("ca.key", "ca.pem", "b.key", "b.csr", "b.pem"))
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
+            "-days", "2", "-subj", "/CN=fraudstream test CA")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+            "-subj", "/CN=127.0.0.1")  # fmt: skip
+    san = base / "san.cnf"
+    san.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+            "-out", cert, "-days", "2", "-extfile", san)  # fmt: skip
+    return BrokerTls(certificate_chain=cert.read_text(), key=key.read_text(), ca=ca.read_text())
+
+
+@pytest.fixture(scope="module", params=["plain", "scram-tls"])
+def sasl_broker(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[KafkaBroker, str]]:
+    base = tmp_path_factory.mktemp(f"kafka-{request.param}")
     password = secrets.token_hex(16)
-    broker = KafkaBroker(data_dir=base / "data", log_dir=base, sasl_users={USER: password})
+    secure = request.param == "scram-tls"
+    broker = KafkaBroker(
+        data_dir=base / "data",
+        log_dir=base,
+        sasl_users={USER: password},
+        scram=secure,
+        tls=make_tls(base) if secure else None,
+    )
     broker.start()
     yield broker, password
     broker.stop()
@@ -66,10 +96,11 @@ def sasl_settings(
     return Settings(
         namespace=namespace,
         kafka_bootstrap=broker.bootstrap,
-        kafka_security_protocol="SASL_PLAINTEXT",
-        kafka_sasl_mechanism="PLAIN",
+        kafka_security_protocol=broker.listener,
+        kafka_sasl_mechanism="SCRAM-SHA-512" if broker.scram else "PLAIN",
         kafka_sasl_username=USER,
         kafka_sasl_password=password,
+        kafka_ssl_cafile=str(broker.ca_file or ""),
         redis_url=redis_url,
         **more,
     )
@@ -130,6 +161,21 @@ def test_a_wrong_password_is_refused_at_once_with_a_clear_error(sasl_broker, nam
     assert worker.returncode == 1, worker.stdout + worker.stderr
     assert "refused the credentials of SASL user 'fraud'" in worker.stderr
     assert wrong not in worker.stdout + worker.stderr
+
+
+@pytest.mark.parametrize("sasl_broker", ["scram-tls"], indirect=True)
+def test_a_client_that_does_not_trust_the_brokers_ca_is_refused(sasl_broker, namespace):
+    broker, password = sasl_broker
+    untrusting = sasl_settings(broker, password, namespace, "redis://127.0.0.1:1/0").replace(
+        kafka_ssl_cafile=""  # the system's CAs, which never signed the test CA
+    )
+    started = time.monotonic()
+    with pytest.raises(KafkaUnavailable) as refused:
+        ensure_topics(untrusting)
+    assert time.monotonic() - started < 15
+    message = str(refused.value)
+    assert "certificate" in message and "FRAUD_KAFKA_SSL_CAFILE" in message, message
+    assert password not in message
 
 
 def test_every_client_authenticates_a_worker_scores_and_the_alerts_page_sends_verdicts(
