@@ -186,7 +186,7 @@ def _add_schedule(commands: Any, env_help: str) -> None:
         description="Sleep until the next FRAUD_RETRAIN_AT (UTC), retrain both kinds, repeat. "
         "A failed run is logged and the next night runs again. Stops on SIGTERM.",
     )
-    p.add_argument("--at", help="HH:MM UTC (default FRAUD_RETRAIN_AT)")
+    p.add_argument("--at", type=arguments.time_of_day, help="HH:MM UTC (default FRAUD_RETRAIN_AT)")
     p.add_argument("--now", action="store_true", help="also run once right away")
 
 

@@ -64,6 +64,15 @@ def instant(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def time_of_day(text: str) -> str:
+    """An HH:MM (UTC) option, refused with the option's own name rather than the setting's."""
+    from models.settings import is_time_of_day
+
+    if not is_time_of_day(text):
+        raise argparse.ArgumentTypeError(f"must be HH:MM (UTC), e.g. 02:00, got {text!r}")
+    return text
+
+
 def subcommand(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,

@@ -257,7 +257,7 @@ class Settings:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be above 0")
         if not 0 <= self.promotion_margin < 1:
             raise SettingsError(f"{ENV_PREFIX}PROMOTION_MARGIN must be in [0, 1)")
-        if not _is_time_of_day(self.retrain_at):
+        if not is_time_of_day(self.retrain_at):
             raise SettingsError(f"{ENV_PREFIX}RETRAIN_AT must be HH:MM (UTC), e.g. 02:00")
         if self.card_token_key and len(self.card_token_key) < MIN_TOKEN_CHARS:
             # The message never echoes the key: it ends up in logs.
@@ -353,7 +353,8 @@ def masked_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-def _is_time_of_day(text: str) -> bool:
+def is_time_of_day(text: str) -> bool:
+    """``text`` is HH:MM on the 24-hour clock (``02:00``, ``23:59``)."""
     hours, _, minutes = text.partition(":")
     return (
         len(hours) == 2

@@ -18,9 +18,11 @@ Card numbers never leave here in clear: a value of the card or customer column t
 Luhn check here, so a mistyped number is covered too) becomes ``card_`` + the first 128 bits
 of HMAC-SHA256 over its digits (:func:`card_token`). The key is ``FRAUD_CARD_TOKEN_KEY`` for
 the replay, which refuses such a file without one (the same key gives the same tokens in
-every run, so card histories carry over); the backtest, whose tokens live only in its own
-outputs, uses a random key per run when given none. Never an unkeyed hash: once the issuer's
-prefix is known a card number has about a billion possible values, tried in minutes.
+every run, so card histories carry over); the backtest uses it too when it is set (its
+``--scores-out`` then names cards as the live system does), and a random key per run
+otherwise, since its tokens then live only in its own outputs. Never an unkeyed hash: once
+the issuer's prefix is known a card number has about a billion possible values, tried in
+minutes.
 
 ``Transaction.extra`` holds numbers only, so a categorical column (``categorical=[...]``)
 is one-hot encoded over its :data:`CATEGORICAL_TOP` most frequent values: one ``<col>=<value>``

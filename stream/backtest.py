@@ -330,7 +330,7 @@ def _generated_source(args: argparse.Namespace) -> Source:
     )
 
 
-def _file_source(args: argparse.Namespace) -> Source:
+def _file_source(args: argparse.Namespace, settings: Settings) -> Source:
     spec: dict[str, Any] = read_spec_file(args.mapping) if args.mapping else {}
     kind: EventKind = args.kind or spec.get("kind") or "transaction"
     mapping = parse_mapping([f"{k}={v}" for k, v in spec.get("map", {}).items()], kind)
@@ -356,6 +356,7 @@ def _file_source(args: argparse.Namespace) -> Source:
         now=DEFAULT_START,
         require_amount=False,
         reference=reference,
+        card_key=settings.card_token_key or None,  # tokens as a replay with the key gives them
     )
     frame = table.frame
     if args.count is not None and args.count < frame.height:
@@ -956,7 +957,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """The backtest of ``args`` (parsed by :func:`build_parser`)."""
     started = time.perf_counter()
-    source = _generated_source(args) if args.generate else _file_source(args)
+    source = _generated_source(args) if args.generate else _file_source(args, settings)
     err = None if args.quiet else sys.stderr
     for note in source.notes:
         print(f"note: {note}", file=sys.stderr)

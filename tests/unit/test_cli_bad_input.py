@@ -23,6 +23,7 @@ CASES = [
     (["batch", "retrain", "--kind", "goats"], "must be transaction, email or both"),
     (["batch", "retrain", "--valid-share", "2"], "must be below 1, got 2"),
     (["batch", "sink", "--no-such-option"], "unrecognized arguments: --no-such-option"),
+    (["batch", "schedule", "--at", "25:99"], "argument --at: must be HH:MM (UTC)"),
     (["dashboards", "render", "--prometheus", "http://127.0.0.1:9"], "required: --out"),
     (["models.redis_acl"], "required: command"),
     (["benchmarks", "soak", "--rate", "x"], "invalid float value: 'x'"),

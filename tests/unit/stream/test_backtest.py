@@ -443,3 +443,29 @@ def test_a_busy_terminal_keeps_only_its_latest_outcomes_as_the_worker_does():
     kept = backtest.outcomes["term-busy"]
     assert len(kept) == OUTCOME_CAP
     assert kept[0][0] == txns[n - OUTCOME_CAP].timestamp + 1.0  # the oldest kept arrival
+
+
+def test_card_numbers_become_the_tokens_fraud_card_token_key_gives(tmp_path, capsys, monkeypatch):
+    from models.tabular import card_token
+
+    key = "backtest-card-key-0123456789"
+    path = tmp_path / "cards.csv"
+    path.write_text(
+        "cc_num,amount,event_time,label\n"
+        "4111 1111 1111 1111,10.0,2025-01-01T00:00:00Z,0\n"
+        "4111-1111-1111-1111,12.0,2025-01-01T00:01:00Z,1\n"
+    )
+    scores = tmp_path / "scores.csv"
+    args = [str(path), "--map", "card_id=cc_num", "--scores-out", str(scores), "--quiet"]
+    monkeypatch.setenv("FRAUD_CARD_TOKEN_KEY", key)
+    code, _, err = run_main(capsys, *args)
+    assert code == 0, err
+    token = card_token("4111111111111111", key)
+    assert pl.read_csv(scores)["entity_id"].to_list() == [token, token]
+    assert "4111" not in scores.read_text()
+    # Without the key the backtest still runs, with tokens of a key of its own for this run.
+    monkeypatch.delenv("FRAUD_CARD_TOKEN_KEY")
+    code, _, err = run_main(capsys, *args)
+    assert code == 0, err
+    ids = pl.read_csv(scores)["entity_id"].to_list()
+    assert ids[0] == ids[1] != token and "4111" not in scores.read_text()
