@@ -958,7 +958,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """The backtest of ``args`` (parsed by :func:`build_parser`)."""
     started = time.perf_counter()
     source = _generated_source(args) if args.generate else _file_source(args, settings)
-    err = None if args.quiet else sys.stderr
     for note in source.notes:
         print(f"note: {note}", file=sys.stderr)
     kind = source.kind
@@ -981,13 +980,31 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         writer = ScoresWriter(
             args.scores_out, reference=reference, with_features=args.with_features
         )
-    data = Collector()
-    progress = Progress(source.rows, err, PROGRESS_EVERY_S)
     comparison = None
     if args.batch_compare:
         budget = settings.retrain_budget_s if args.batch_budget is None else args.batch_budget
         report_dir = Path(args.report) if args.report else None
         comparison = BatchComparison(kind, args.label_delay, report_dir, budget)
+    try:
+        return _run_and_finish(args, settings, source, backtest, writer, comparison, started)
+    finally:
+        if comparison is not None:
+            comparison.close()
+
+
+def _run_and_finish(
+    args: argparse.Namespace,
+    settings: Settings,
+    source: Source,
+    backtest: Backtest[Any, Any],
+    writer: ScoresWriter | None,
+    comparison: BatchComparison | None,
+    started: float,
+) -> int:
+    """Score every event of ``source`` (recording them for ``comparison``), then
+    :func:`_finish`."""
+    data = Collector()
+    progress = Progress(source.rows, None if args.quiet else sys.stderr, PROGRESS_EVERY_S)
     loaded = time.perf_counter()
     try:
         items = source.items if comparison is None else comparison.feed(source.items)
@@ -1006,13 +1023,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if writer is not None:
             writer.close()
     scoring_s = time.perf_counter() - loaded
-    try:
-        return _finish(
-            args, settings, source, backtest, data, writer, comparison, started, scoring_s
-        )
-    finally:
-        if comparison is not None:
-            comparison.close()
+    return _finish(args, settings, source, backtest, data, writer, comparison, started, scoring_s)
 
 
 def _progress_log(args: argparse.Namespace) -> Callable[[str], None]:
