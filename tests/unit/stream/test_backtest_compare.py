@@ -15,6 +15,7 @@ import pytest
 import sklearn.metrics as skm
 
 from stream import backtest as bt
+from tests.unit.stream.test_backtest import run_main
 
 COUNT = "20000"
 
@@ -22,12 +23,6 @@ COUNT = "20000"
 @pytest.fixture(autouse=True)
 def no_redis(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRAUD_REDIS_URL", "redis://127.0.0.1:9/0")
-
-
-def run_main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = bt.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
@@ -59,16 +54,7 @@ def test_batch_and_hybrid_scores_fill_the_test_window(tmp_path: Path, capsys, su
     else:
         frame = pl.read_parquet(scores)
     assert frame.height == int(COUNT)
-    assert frame.columns[:8] == [
-        "event_id",
-        "event_time",
-        "entity_id",
-        "label",
-        "online_score",
-        "batch_score",
-        "hybrid_score",
-        "decision",
-    ]
+    assert frame.columns[: len(bt.SCORE_SCHEMA)] == list(bt.SCORE_SCHEMA)  # then the reference
     # The batch model scored exactly the test window: the latest events, none it learned from.
     window = frame.filter(pl.col("batch_score").is_not_null())
     assert window.height == compared["events"] == compared["window"]["events"]
