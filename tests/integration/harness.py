@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
 from models.events import Email, Transaction, encode, entity_key
 from models.kafka_security import kafka_python_config
@@ -172,8 +173,14 @@ def publish_raw(
 
 def topic_reader(settings: Settings, topic: str, **config: Any) -> KafkaConsumer:
     """A consumer of every partition of ``topic`` from its start, in no group, with the
-    settings' Kafka security: the partitions are assigned explicitly once the metadata has
-    them (a group-less subscription was seen, in one CI run, never to get its partitions)."""
+    settings' Kafka security.
+
+    The partitions are assigned explicitly once the metadata has them (a group-less
+    subscription was seen, in one CI run, never to get its partitions), and each is sought
+    to its first offset as its leader reports it, not by ``seek_to_beginning``: a reader set
+    up that way right after the topics were created read nothing in another CI run, with
+    every event scored. Asking the leaders, again until they answer, leaves no offset for the
+    consumer to reset on its own."""
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         auto_offset_reset="earliest",
@@ -189,8 +196,19 @@ def topic_reader(settings: Settings, topic: str, **config: Any) -> KafkaConsumer
             raise AssertionError(f"no partitions for {topic} after 30 s")
         consumer.topics()  # a metadata request
         time.sleep(0.2)
-    consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
-    consumer.seek_to_beginning()
+    parts = [TopicPartition(topic, p) for p in sorted(partitions)]
+    consumer.assign(parts)
+    while True:
+        try:
+            starts = consumer.beginning_offsets(parts, timeout_ms=5000)
+            break
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                consumer.close()
+                raise AssertionError(f"no first offsets for {topic} after 30 s: {exc}") from exc
+            time.sleep(0.2)
+    for tp, offset in starts.items():
+        consumer.seek(tp, offset)
     return consumer
 
 
