@@ -176,15 +176,36 @@ class Feed:
 
 
 class Tail:
-    """A topic read from its start, incrementally (no consumer group)."""
+    """A topic read from its start, incrementally (no consumer group).
+
+    A reader that has received nothing for :data:`STALL_S` is replaced by a new one at the
+    positions reached: twice in CI, a kafka-python 3.0.12 consumer of this file read nothing
+    at all for 90 s while both workers wrote to the topic (their changelog writes, which go
+    out with the scored events, were on Kafka), its process logging a metadata refresh that
+    failed "Cancelled". Replacing it costs a second when a topic is simply idle."""
+
+    STALL_S = 5.0
 
     def __init__(self, settings: Settings, topic: str) -> None:
+        self._settings, self._topic = settings, topic
         self.consumer = topic_reader(settings, topic)
         self.values: list[bytes] = []
+        self._next: dict[int, int] = {}
+        self._heard = time.monotonic()
 
     def poll(self) -> None:
         for records in self.consumer.poll(timeout_ms=100).values():
-            self.values.extend(record.value for record in records)
+            for record in records:
+                self.values.append(record.value)
+                self._next[record.partition] = record.offset + 1
+            self._heard = time.monotonic()
+        if time.monotonic() - self._heard > self.STALL_S:
+            self.consumer.close()
+            self.consumer = topic_reader(self._settings, self._topic)
+            for tp in self.consumer.assignment():
+                if tp.partition in self._next:
+                    self.consumer.seek(tp, self._next[tp.partition])
+            self._heard = time.monotonic()
 
     def drain(self, timeout_s: float = 20.0) -> None:
         """Read up to the end offsets as they are now."""
