@@ -2,7 +2,7 @@
 
 The backtest scores every event with the online model, prequentially. With
 ``--batch-compare`` it also records what it scored as the lake sink would have, and then
-runs the nightly retrain's own code on that record (:mod:`batch.compare`): a batch model
+runs the nightly retrain's own code on that record (:func:`batch.retrain.run`): a batch model
 trained on the earlier events, judged with the online and the hybrid score on the same test
 window (the retrain's split: the last 20 % of the labelled events by time). The comparison
 fills the ``batch`` and ``hybrid`` entries of the backtest's JSON and report, and the
@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,9 @@ import polars as pl
 
 from models.names import EventKind
 from models.settings import Settings
+
+CUTOFF = datetime(9999, 1, 1, tzinfo=UTC)
+"""The retrain's cut-off: after every label of any file."""
 
 
 class BatchComparisonError(ValueError):
@@ -65,23 +69,26 @@ class BatchComparison:
 
     def run(self, settings: Settings, log: Callable[[str], None]) -> dict[str, Any]:
         """Retrain on the record; return the backtest's ``comparison`` entry."""
-        from batch.compare import compare
         from batch.dataset import DatasetError
+        from batch.retrain import Options
+        from batch.retrain import run as retrain
 
         self._recorder.close()
+        settings = settings.replace(
+            lake_dir=str(self._tmp / "lake"),
+            runs_dir=str(self._runs_dir),
+            retrain_budget_s=self.budget_s,
+        )
+        # A dry run without a production model: nothing is published and Redis is not used.
+        # The cut-off lies after every label: the backtest has seen them all arrive.
+        options = Options(kind=self.kind, cutoff=CUTOFF, dry_run=True, production=False)
         try:
-            result = compare(
-                self._tmp / "lake",
-                self.kind,
-                settings,
-                runs_dir=self._runs_dir,
-                budget_s=self.budget_s,
-                log=log,
-            )
+            outcome = retrain(settings, options, log=log)
         except DatasetError as exc:
             raise BatchComparisonError(f"--batch-compare: {exc}") from None
-        self.scores = result.scores
-        metrics = result.metrics
+        assert outcome.test_scores is not None  # run() always scores its test window
+        self.scores = outcome.test_scores
+        metrics = outcome.metrics
         scores = metrics["scores"]
         return {
             "window": metrics["split"]["test"],
@@ -92,7 +99,7 @@ class BatchComparison:
             "hybrid": scores["new_hybrid"],
             "batch_thresholds": metrics["thresholds"],
             "split": metrics["split"],
-            "report": str(result.report_dir) if self._keeps_report else None,
+            "report": str(outcome.run_dir) if self._keeps_report else None,
         }
 
     def fill_scores(self, path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
-from models.events import Email, Transaction, encode, entity_key
+from models.events import Email, ScoredEvent, Transaction, decode, encode, entity_key
 from models.kafka_security import kafka_python_config
 from models.settings import Settings
 
@@ -210,6 +210,11 @@ def topic_reader(settings: Settings, topic: str, **config: Any) -> KafkaConsumer
     for tp, offset in starts.items():
         consumer.seek(tp, offset)
     return consumer
+
+
+def scored_all(wanted: set[str]) -> Callable[[list[bytes]], bool]:
+    """For :func:`collect` on the scored topic: true once every id in ``wanted`` is there."""
+    return lambda values: wanted <= {decode(v, ScoredEvent).event_id for v in values}
 
 
 def collect(

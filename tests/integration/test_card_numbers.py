@@ -17,7 +17,7 @@ from models.events import DeadLetter, ScoredEvent, decode, encode
 from models.names import Topics
 from models.settings import Settings
 from tests import factories
-from tests.integration.harness import WorkerProcess, collect, publish_raw
+from tests.integration.harness import WorkerProcess, collect, publish_raw, scored_all
 
 pytestmark = pytest.mark.integration
 
@@ -127,7 +127,7 @@ def test_a_card_number_in_clear_is_dead_lettered_masked_and_stored_nowhere_else(
         wanted = {t.event_id for t in good}
         collect(
             settings, topics.scored,
-            lambda vs: wanted <= {decode(v, ScoredEvent).event_id for v in vs}, worker=worker,
+            scored_all(wanted), worker=worker,
         )  # fmt: skip
         assert worker.alive(), worker.log_tail()
     finally:

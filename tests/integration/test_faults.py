@@ -361,6 +361,31 @@ def wait_all_scored(
     )
 
 
+def wait_scoring_resumes(outputs: Outputs, down_at: int, worker: WorkerProcess, after: str) -> None:
+    """Wait for 200 events scored beyond ``down_at`` (the count when the fault began)."""
+    wait_until(
+        lambda: len(outputs.scored) >= down_at + 200,
+        f"scoring after {after}",
+        outputs=outputs,
+        workers=[worker],
+    )
+
+
+def assert_nothing_lost(
+    outputs: Outputs,
+    feed: Feed,
+    workers: Sequence[WorkerProcess],
+    checkpoints: Checkpoints,
+    r: redis.Redis,
+) -> None:
+    """What every fault test ends with: every event scored or dead-lettered, each label
+    learned once, no alert repeated, and checkpoints that never went back."""
+    wait_all_scored(outputs, feed, workers, every=checkpoints.version)
+    assert_labels_counted_once(checkpoints, feed, workers)
+    assert_accounted(outputs, feed, r)
+    checkpoints.assert_monotonic()
+
+
 def assert_accounted(outputs: Outputs, feed: Feed, r: redis.Redis) -> Counter[str]:
     """Every event produced was scored or dead-lettered, replays were idempotent and the
     card histories exact; alerts are unique and agree with the Redis stream. Returns how
@@ -471,10 +496,7 @@ def test_worker_killed_three_times_mid_stream_loses_nothing(
             wait_until(lambda w=worker: bool(loaded_versions(w)), "the restart", workers=[worker])
             assert loaded_versions(worker)[0] == saved, "the restart did not resume the checkpoint"
         feed.finish(more=200).join()
-        wait_all_scored(outputs, feed, [worker], every=checkpoints.version)
-        assert_labels_counted_once(checkpoints, feed, [worker])
-        assert_accounted(outputs, feed, r)
-        checkpoints.assert_monotonic()
+        assert_nothing_lost(outputs, feed, [worker], checkpoints, r)
         assert checkpoints.seen[-1] >= 3, "learning did not go on across the kills"
     finally:
         feed.finish(0)
@@ -506,17 +528,9 @@ def test_redis_restarted_mid_stream_loses_nothing(namespace, kafka_bootstrap, tm
         time.sleep(3.0)  # down for longer than the Redis client's own retries last
         server.start()
         assert checkpoints.version() >= before, "the restart lost the checkpoint"
-        wait_until(
-            lambda: len(outputs.scored) >= down_at + 200,
-            "scoring after Redis came back",
-            outputs=outputs,
-            workers=[worker],
-        )
+        wait_scoring_resumes(outputs, down_at, worker, "Redis came back")
         feed.finish(more=200).join()
-        wait_all_scored(outputs, feed, [worker], every=checkpoints.version)
-        assert_labels_counted_once(checkpoints, feed, [worker])
-        assert_accounted(outputs, feed, r)
-        checkpoints.assert_monotonic()
+        assert_nothing_lost(outputs, feed, [worker], checkpoints, r)
         assert worker.alive(), worker.log_tail()
         assert "Redis unreachable while" in worker.log_path.read_text(), "no outage was seen"
     finally:
@@ -547,17 +561,9 @@ def test_kafka_broker_restarted_mid_stream_loses_nothing(namespace, redis_url, t
         broker.stop()
         broker.start()
         down_at = len(outputs.scored)
-        wait_until(
-            lambda: len(outputs.scored) >= down_at + 200,
-            "scoring after the broker came back",
-            outputs=outputs,
-            workers=[worker],
-        )
+        wait_scoring_resumes(outputs, down_at, worker, "the broker came back")
         feed.finish(more=200).join()
-        wait_all_scored(outputs, feed, [worker], every=checkpoints.version)
-        assert_labels_counted_once(checkpoints, feed, [worker])
-        assert_accounted(outputs, feed, r)
-        checkpoints.assert_monotonic()
+        assert_nothing_lost(outputs, feed, [worker], checkpoints, r)
         assert worker.alive(), worker.log_tail()
     finally:
         feed.finish(0)
@@ -749,10 +755,7 @@ def test_one_of_two_workers_killed_mid_stream_the_other_takes_over_with_the_stat
         killed_at = feed.sent
         before = scored_by(survivor)
         feed.finish(more=700).join()
-        wait_all_scored(outputs, feed, [survivor], every=checkpoints.version)
-        assert_labels_counted_once(checkpoints, feed, [survivor])
-        assert_accounted(outputs, feed, r)
-        checkpoints.assert_monotonic()
+        assert_nothing_lost(outputs, feed, [survivor], checkpoints, r)
         # The survivor scored everything sent after the kill, the victim's partitions too.
         assert scored_by(survivor) - before >= feed.count - killed_at
     finally:

@@ -21,7 +21,7 @@ from models.events import MAX_EVENT_BYTES, DeadLetter, ScoredEvent, decode
 from models.names import Topics
 from models.settings import Settings
 from tests import factories
-from tests.integration.harness import WorkerProcess, collect, publish_raw
+from tests.integration.harness import WorkerProcess, collect, publish_raw, scored_all
 
 pytestmark = pytest.mark.integration
 
@@ -165,7 +165,7 @@ def test_thousands_of_malformed_events_are_all_dead_lettered_and_nothing_crashes
         wanted = {t.event_id for t in good}
         scored = collect(
             settings, topics.scored,
-            lambda vs: wanted <= {decode(v, ScoredEvent).event_id for v in vs}, worker=worker,
+            scored_all(wanted), worker=worker,
         )  # fmt: skip
         assert worker.alive(), worker.log_tail()
     finally:

@@ -14,7 +14,7 @@ import redis
 from models.events import ScoredEvent, decode
 from models.names import RedisKeys, Topics
 from models.settings import Settings
-from tests.integration.harness import REPO, WorkerProcess, collect
+from tests.integration.harness import REPO, WorkerProcess, collect, scored_all
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +68,7 @@ def test_produced_transactions_and_emails_are_all_scored_and_their_labels_learne
         values = collect(
             settings,
             Topics.for_namespace(namespace).scored,
-            lambda v: wanted <= {decode(x, ScoredEvent).event_id for x in v},
+            scored_all(wanted),
             worker=worker,
         )
         scored = [decode(v, ScoredEvent) for v in values]

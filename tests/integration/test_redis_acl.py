@@ -37,7 +37,7 @@ from models.topology import ensure_topics
 from stream.alerts_page.feed import AlertFeed
 from stream.alerts_page.reviews import ReviewDesk
 from tests import factories
-from tests.integration.harness import WorkerProcess, collect, publish
+from tests.integration.harness import WorkerProcess, collect, publish, scored_all
 
 pytestmark = pytest.mark.integration
 
@@ -218,7 +218,7 @@ def test_a_real_worker_runs_as_the_worker_user_and_the_alerts_page_as_its_own(
         values = collect(
             base,
             topics.scored,
-            lambda v: wanted <= {decode(x, ScoredEvent).event_id for x in v},
+            scored_all(wanted),
             worker=worker,
         )
         scored = [decode(v, ScoredEvent) for v in values]

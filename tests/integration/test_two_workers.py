@@ -13,7 +13,7 @@ from models.names import Topics
 from models.settings import Settings
 from models.topology import ensure_topics
 from tests import factories
-from tests.integration.harness import WorkerProcess, collect, publish
+from tests.integration.harness import WorkerProcess, collect, publish, scored_all
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +44,7 @@ def test_two_workers_share_the_partitions_and_lose_nothing(
         values = collect(
             settings,
             Topics.for_namespace(namespace).scored,
-            lambda v: wanted <= {decode(x, ScoredEvent).event_id for x in v},
+            scored_all(wanted),
             worker=first,
             timeout_s=120,
         )
