@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from kafka import KafkaProducer
 
 from models.events import Email, ScoredEvent, Transaction, decode, encode, entity_key
-from models.kafka_security import kafka_python_config
+from models.kafka_security import aiokafka_config
 from models.settings import Settings
+from models.topology import ensure_topics, topic_partitions
 
 REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 
 
 FAST_REJOIN = {
@@ -171,45 +175,94 @@ def publish_raw(
     producer.close()
 
 
-def topic_reader(settings: Settings, topic: str, **config: Any) -> KafkaConsumer:
-    """A consumer of every partition of ``topic`` from its start, in no group, with the
-    settings' Kafka security.
+class TopicTail:
+    """Every record of one topic from its start, read as it comes, in no consumer group.
 
-    The partitions are assigned explicitly once the metadata has them (a group-less
-    subscription was seen, in one CI run, never to get its partitions), and each is sought
-    to its first offset as its leader reports it, not by ``seek_to_beginning``: a reader set
-    up that way right after the topics were created read nothing in another CI run, with
-    every event scored. Asking the leaders, again until they answer, leaves no offset for the
-    consumer to reset on its own."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        metadata_max_age_ms=500,  # a topic just created may be missing from the first answer
-        **kafka_python_config(settings),
-        **config,
-    )
-    deadline = time.monotonic() + 30.0
-    while not (partitions := consumer.partitions_for_topic(topic)):
-        if time.monotonic() > deadline:
-            consumer.close()
-            raise AssertionError(f"no partitions for {topic} after 30 s")
-        consumer.topics()  # a metadata request
-        time.sleep(0.2)
-    parts = [TopicPartition(topic, p) for p in sorted(partitions)]
-    consumer.assign(parts)
-    while True:
+    It reads with aiokafka, the workers' own client, on an event loop of its own thread, so
+    that synchronous tests can poll it. The tests used kafka-python 3.0.12's
+    ``KafkaConsumer`` before: in CI it read nothing at all for 90 s, in several runs, while
+    the workers wrote to the topic, its process logging metadata refreshes that failed
+    "Cancelled"; assigning partitions explicitly, seeking to the offsets the leaders
+    reported and replacing a silent reader did not cure it. A failure message should say
+    how much the topic holds against what was read: :meth:`describe`."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        """``topic`` is one of the namespace's: it is created, as a worker would create it,
+        if it does not exist yet, so a reader can be set up before the workers start."""
+        self.topic = topic
+        self.values: list[bytes] = []
+        ensure_topics(settings, only=[topic])
+        self._partitions = [
+            TopicPartition(topic, p) for p in range(topic_partitions(settings)[topic])
+        ]
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name=f"tail-{topic}", daemon=True
+        )
+        self._thread.start()
         try:
-            starts = consumer.beginning_offsets(parts, timeout_ms=5000)
-            break
-        except KafkaError as exc:
-            if time.monotonic() > deadline:
-                consumer.close()
-                raise AssertionError(f"no first offsets for {topic} after 30 s: {exc}") from exc
-            time.sleep(0.2)
-    for tp, offset in starts.items():
-        consumer.seek(tp, offset)
-    return consumer
+            self._consumer = self._call(self._open(settings), 60.0)
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def _call(self, coroutine: Coroutine[Any, Any, T], timeout_s: float) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout_s)
+
+    async def _open(self, settings: Settings) -> AIOKafkaConsumer:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            **aiokafka_config(settings),
+        )
+        await consumer.start()
+        consumer.assign(self._partitions)
+        await consumer.seek_to_beginning(*self._partitions)
+        return consumer
+
+    def poll(self, timeout_s: float = 0.1) -> list[bytes]:
+        """What arrived since the last call (waiting up to ``timeout_s`` for something);
+        also appended to :attr:`values`."""
+        batches = self._call(self._consumer.getmany(timeout_ms=int(timeout_s * 1000)), 30.0)
+        new = [record.value for records in batches.values() for record in records]
+        self.values.extend(new)
+        return new
+
+    def ends(self) -> dict[int, int]:
+        """Each partition's end offset as the broker reports it now."""
+        ends = self._call(self._consumer.end_offsets(self._partitions), 30.0)
+        return {tp.partition: offset for tp, offset in ends.items()}
+
+    def positions(self) -> dict[int, int]:
+        """The offset this reader will read next, per partition."""
+        return {
+            tp.partition: self._call(self._consumer.position(tp), 30.0) for tp in self._partitions
+        }
+
+    def drain(self, timeout_s: float = 20.0) -> None:
+        """Read up to the end offsets as they are now."""
+        ends = self.ends()
+        deadline = time.monotonic() + timeout_s
+        while any(self.positions()[p] < end for p, end in ends.items()):
+            assert time.monotonic() < deadline, f"could not read {self.describe()}"
+            self.poll()
+
+    def describe(self) -> str:
+        """For failure messages: what the topic holds against what was read."""
+        return f"{self.topic}: {len(self.values)} read, end offsets {self.ends()}"
+
+    def close(self) -> None:
+        try:
+            self._call(self._consumer.stop(), 30.0)
+        finally:
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10.0)
+        self._loop.close()
 
 
 def scored_all(wanted: set[str]) -> Callable[[list[bytes]], bool]:
@@ -226,20 +279,16 @@ def collect(
     worker: WorkerProcess | None = None,
 ) -> list[bytes]:
     """Read ``topic`` from the start until ``until(values)`` holds; fail with context if not."""
-    consumer = topic_reader(settings, topic, consumer_timeout_ms=500)
-    values: list[bytes] = []
+    tail = TopicTail(settings, topic)
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
-            for record in consumer:
-                values.append(record.value)
-            if until(values):
-                return values
+            tail.poll(0.5)
+            if until(tail.values):
+                return tail.values
             if worker is not None and not worker.alive():
                 raise AssertionError(f"worker died:\n{worker.log_tail()}")
         context = worker.log_tail() if worker is not None else ""
-        raise AssertionError(
-            f"timed out after {timeout_s}s reading {topic}: {len(values)} messages\n{context}"
-        )
+        raise AssertionError(f"timed out after {timeout_s}s reading {tail.describe()}\n{context}")
     finally:
-        consumer.close()
+        tail.close()

@@ -47,7 +47,7 @@ import msgspec
 import pytest
 import redis
 import redis.asyncio as aioredis
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 
 from batch.announce import announce_model
 from batch.synthetic import fill_lake
@@ -61,7 +61,7 @@ from models.settings import Settings
 from models.topology import ensure_topics
 from stream.worker import RawMessage, StreamWorker
 from tests import factories
-from tests.integration.harness import FAST_REJOIN, REPO, WorkerProcess, topic_reader
+from tests.integration.harness import FAST_REJOIN, REPO, TopicTail, WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -175,63 +175,15 @@ class Feed:
             self.labelled.append(old.event_id)
 
 
-class Tail:
-    """A topic read from its start, incrementally (no consumer group).
-
-    A reader that has received nothing for :data:`STALL_S` is replaced by a new one at the
-    positions reached: twice in CI, a kafka-python 3.0.12 consumer of this file read nothing
-    at all for 90 s while both workers wrote to the topic (their changelog writes, which go
-    out with the scored events, were on Kafka), its process logging a metadata refresh that
-    failed "Cancelled". Replacing it costs a second when a topic is simply idle."""
-
-    STALL_S = 5.0
-
-    def __init__(self, settings: Settings, topic: str) -> None:
-        self._settings, self._topic = settings, topic
-        self.consumer = topic_reader(settings, topic)
-        self.values: list[bytes] = []
-        self._next: dict[int, int] = {}
-        self._heard = time.monotonic()
-
-    def poll(self) -> None:
-        for records in self.consumer.poll(timeout_ms=100).values():
-            for record in records:
-                self.values.append(record.value)
-                self._next[record.partition] = record.offset + 1
-            self._heard = time.monotonic()
-        if time.monotonic() - self._heard > self.STALL_S:
-            self.consumer.close()
-            self.consumer = topic_reader(self._settings, self._topic)
-            for tp in self.consumer.assignment():
-                if tp.partition in self._next:
-                    self.consumer.seek(tp, self._next[tp.partition])
-            self._heard = time.monotonic()
-
-    def drain(self, timeout_s: float = 20.0) -> None:
-        """Read up to the end offsets as they are now."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            self.poll()
-            parts = self.consumer.assignment()
-            if parts:
-                ends = self.consumer.end_offsets(list(parts))
-                if all(self.consumer.position(tp) >= end for tp, end in ends.items()):
-                    return
-            assert time.monotonic() < deadline, "could not read a topic to its end"
-
-    def close(self) -> None:
-        self.consumer.close()
-
-
 class Outputs:
     """What the workers wrote, read as it comes: scored events, dead letters, alerts."""
 
     def __init__(self, settings: Settings) -> None:
         topics = Topics.for_namespace(settings.namespace)
         self.keys = RedisKeys(settings.namespace)
-        self._scored = Tail(settings, topics.scored)
-        self._letters = Tail(settings, topics.dead_letters)
-        self._alerts = Tail(settings, topics.alerts)
+        self._scored = TopicTail(settings, topics.scored)
+        self._letters = TopicTail(settings, topics.dead_letters)
+        self._alerts = TopicTail(settings, topics.alerts)
         self._decoded = 0
         self.scored: dict[str, list[ScoredEvent]] = {}
 
@@ -254,6 +206,10 @@ class Outputs:
     @property
     def alert_values(self) -> list[bytes]:
         return list(self._alerts.values)
+
+    def describe(self) -> str:
+        """What the topics hold against what was read, for failure messages."""
+        return "; ".join(tail.describe() for tail in (self._scored, self._letters, self._alerts))
 
     def close(self) -> None:
         for tail in (self._scored, self._letters, self._alerts):
@@ -349,7 +305,10 @@ def wait_all_scored(
     def missing() -> str:
         lost = sorted(wanted - outputs.scored.keys())
         letters = bad - {x.raw for x in outputs.letters}
-        return f"(missing {len(lost)} events {lost[:8]} and {len(letters)} dead letters)"
+        return (
+            f"(missing {len(lost)} events {lost[:8]} and {len(letters)} dead letters; "
+            f"{outputs.describe()})"
+        )
 
     return wait_until(
         done,
@@ -441,7 +400,7 @@ def assert_labels_counted_once(
         missing = [eid for eid in labelled if not client.exists(keys.labelled(eid))]
         waiting = [eid for eid in missing if client.exists(keys.waiting_label(eid))]
         served = [eid for eid in missing if client.exists(keys.served(eid))]
-        tail = Tail(feed.settings, feed.topics.labels)
+        tail = TopicTail(feed.settings, feed.topics.labels)
         tail.drain()
         tail.close()
         copies = Counter(decode(v, Label).event_id for v in tail.values)
@@ -628,14 +587,10 @@ def test_retrain_killed_mid_fit_leaves_production_untouched(
     assert registry.current("transaction") == "txn-prod-1"
     version, blob = registry.current_blob("transaction")
     assert weights.verify(blob, SIGNING_KEY, kind="transaction").version == version
-    consumer = KafkaConsumer(
-        Topics.for_namespace(namespace).model_updates,
-        bootstrap_servers=kafka_bootstrap,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=1000,
-    )
-    announced = [decode(m.value, ModelUpdate) for m in consumer]
-    consumer.close()
+    updates = TopicTail(settings, Topics.for_namespace(namespace).model_updates)
+    updates.drain()
+    updates.close()
+    announced = [decode(value, ModelUpdate) for value in updates.values]
     assert announced == [], "a killed retrain announced a model"
     assert not any((tmp_path / "runs").rglob("report.md")), "a killed run left a report"
 

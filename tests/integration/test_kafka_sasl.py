@@ -44,7 +44,7 @@ from models.settings import Settings
 from models.topology import KafkaUnavailable, ensure_topics
 from producers.publisher import Publisher
 from tests import factories
-from tests.integration.harness import REPO, AlertsPageProcess, WorkerProcess, topic_reader
+from tests.integration.harness import REPO, AlertsPageProcess, TopicTail, WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -119,16 +119,15 @@ def send(settings: Settings, topic: str, events: Iterable[Any]) -> None:
 def read_until(
     settings: Settings, topic: str, done: Callable[[list[bytes]], bool], timeout_s: float = 90
 ) -> list[bytes]:
-    consumer = topic_reader(settings, topic, consumer_timeout_ms=500)
-    values: list[bytes] = []
+    tail = TopicTail(settings, topic)
     deadline = time.monotonic() + timeout_s
     try:
-        while not done(values):
-            assert time.monotonic() < deadline, f"{topic}: only {len(values)} messages"
-            values.extend(record.value for record in consumer)
-        return values
+        while not done(tail.values):
+            assert time.monotonic() < deadline, f"only {tail.describe()}"
+            tail.poll(0.5)
+        return tail.values
     finally:
-        consumer.close()
+        tail.close()
 
 
 def test_a_wrong_password_is_refused_at_once_with_a_clear_error(sasl_broker, namespace, tmp_path):
