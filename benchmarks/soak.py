@@ -24,7 +24,15 @@ It prints one line per sample and a verdict: memory growth from the first to the
 the run (after the warm-up), the largest and the final lag, and whether every sent event was
 scored once the producers stopped.
 
-Usage: ``python -m benchmarks soak [--rate 2000] [--duration 600] [--every 10]``.
+With ``--simulated-days D`` the producers run on a simulated clock that covers the D days
+ending about now within the run (``--simulate-start``, ``--simulated-rate``), each label
+still arriving about 30 s of wall time after its event. The histories then reach the size
+they keep for good (a card's: 7 days or 256 transactions; a sender's: 24 hours) within the
+ten minutes, which the wall clock would take a week to show: what still grows after that is
+what the worker never forgets.
+
+Usage: ``python -m benchmarks soak [--rate 2000] [--duration 600] [--every 10]
+[--simulated-days D]``.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import redis
@@ -55,6 +64,7 @@ class Sample:
     at_s: float
     worker_rss_mb: float
     state_mb: float
+    entities: int
     redis_mb: float
     lag: int
     scored: int
@@ -95,15 +105,37 @@ class LagReader:
         self.consumer.close()
 
 
+LABEL_DELAY_S = 30.0
+"""Wall seconds from an event to its label."""
+
+
 def producer(
-    kind: str, rate: float, duration_s: float, settings: Settings, log: Path
+    kind: str,
+    rate: float,
+    duration_s: float,
+    settings: Settings,
+    log: Path,
+    simulated_days: float | None = None,
 ) -> subprocess.Popen[bytes]:
     env = {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
+    count = int(rate * duration_s)
     command = [
         sys.executable, "-m", "producers", kind, "--rate", f"{rate:g}",
-        "--count", str(int(rate * duration_s)), "--seed", str(stack.SEED),
-        "--label-delay", "30",
+        "--count", str(count), "--seed", str(stack.SEED),
     ]  # fmt: skip
+    if simulated_days is None:
+        command += ["--label-delay", f"{LABEL_DELAY_S:g}"]
+    else:
+        span_s = simulated_days * 86_400
+        # Ends an hour before now: arrivals are random, and the worker refuses events
+        # stamped more than a day ahead.
+        start = datetime.now(UTC) - timedelta(seconds=span_s + 3600)
+        speedup = span_s / duration_s  # event seconds per wall second
+        command += [
+            "--simulate-start", start.isoformat(),
+            "--simulated-rate", f"{count / span_s:.6g}",
+            "--label-delay", f"{LABEL_DELAY_S * speedup:.0f}",
+        ]  # fmt: skip
     with open(log, "ab") as out:
         return subprocess.Popen(command, cwd=stack.REPO, env=env, stdout=out, stderr=out)
 
@@ -121,10 +153,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--drain", type=float, default=300.0, help="wait this long for the backlog (300)"
     )
+    parser.add_argument(
+        "--simulated-days",
+        type=float,
+        metavar="D",
+        help="event times cover D days ending about now (default: the wall clock)",
+    )
     parser.add_argument("--workdir", type=Path, metavar="DIR", help="keep logs here")
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0 or args.every <= 0:
         parser.error("--rate, --duration and --every must be positive")
+    if args.simulated_days is not None and not 0 < args.simulated_days <= 365:
+        parser.error("--simulated-days must be in (0, 365]")
     if args.warmup >= args.duration:
         parser.error("--warmup must be shorter than --duration")
     return args
@@ -147,25 +187,30 @@ def main(argv: list[str]) -> int:
         store = redis.Redis.from_url(svc.redis_url)
         meter = stack.CpuMeter({**svc.pids, "worker": worker.pid}).start()
         txn_rate, email_rate = args.rate * (1 - EMAIL_SHARE), args.rate * EMAIL_SHARE
+        days = args.simulated_days
         senders = [
-            producer("transactions", txn_rate, args.duration, settings, workdir / "txn.log"),
-            producer("emails", email_rate, args.duration, settings, workdir / "emails.log"),
+            producer("transactions", txn_rate, args.duration, settings, workdir / "txn.log", days),
+            producer("emails", email_rate, args.duration, settings, workdir / "emails.log", days),
         ]
         for sender in senders:
             cleanup.callback(sender.kill)
         started = time.monotonic()
         print(
             f"{args.rate:,.0f} events/s ({txn_rate:,.0f} transactions + {email_rate:,.0f} "
-            f"emails, labels 30 s later) for {args.duration:g} s; {stack.cpu_count()} cores",
+            f"emails, labels {LABEL_DELAY_S:g} s later) for {args.duration:g} s; "
+            f"{stack.cpu_count()} cores",
             flush=True,
         )
-        print("   t s  worker RSS MB  state MB  Redis MB      lag    scored", flush=True)
+        if days is not None:
+            print(f"event times: the {days:g} days ending an hour ago", flush=True)
+        print("   t s  worker RSS MB  state MB  entities  Redis MB      lag    scored", flush=True)
         while any(s.poll() is None for s in senders) and worker.alive():
             time.sleep(args.every)
             sample = Sample(
                 at_s=time.monotonic() - started,
                 worker_rss_mb=stack.rss_mb(worker.pid),
                 state_mb=(worker.metric_sum(Metrics.STATE_BYTES) or 0.0) / 2**20,
+                entities=int(worker.metric_sum(Metrics.STATE_ENTITIES) or 0),
                 redis_mb=int(store.info("memory")["used_memory"]) / 2**20,
                 lag=reader.lag(),
                 scored=reader.scored_count(),
@@ -173,7 +218,7 @@ def main(argv: list[str]) -> int:
             samples.append(sample)
             print(
                 f"{sample.at_s:6.0f} {sample.worker_rss_mb:13.0f} {sample.state_mb:9.1f} "
-                f"{sample.redis_mb:9.1f} "
+                f"{sample.entities:9,d} {sample.redis_mb:9.1f} "
                 f"{sample.lag:8,d} {sample.scored:9,d}",
                 flush=True,
             )
@@ -206,6 +251,7 @@ def main(argv: list[str]) -> int:
     state_first, state_last = mean([s.state_mb for s in first]), mean([s.state_mb for s in last])
     rest_first, rest_last = rss_first - state_first, rss_last - state_last
     redis_first, redis_last = mean([s.redis_mb for s in first]), mean([s.redis_mb for s in last])
+    held_first, held_last = mean([s.entities for s in first]), mean([s.entities for s in last])
     print()
     print(f"producers exited {codes}; {sent:,} events sent in {wall:.0f} s")
     print(stack.describe_cpu(cpu, wall + drained))
@@ -219,6 +265,7 @@ def main(argv: list[str]) -> int:
         f"(RSS - histories): {rest_first:,.0f} MB -> {rest_last:,.0f} MB, "
         f"{100 * (rest_last / rest_first - 1):+.1f} %"
     )
+    print(f"  cards and senders held: {held_first:,.0f} -> {held_last:,.0f}")
     print(
         f"Redis used_memory: {redis_first:,.1f} MB -> {redis_last:,.1f} MB "
         "(served features and histories have TTLs; growth until the first TTL is expected)"
