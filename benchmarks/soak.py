@@ -105,6 +105,8 @@ class LagReader:
         self.consumer.close()
 
 
+SIMULATED_SWEEP_S = 15
+"""The worker's ``forget_sweep_interval_s`` under ``--simulated-days``, wall seconds."""
 LABEL_DELAY_S = 30.0
 """Wall seconds from an event to its label."""
 
@@ -177,6 +179,10 @@ def main(argv: list[str]) -> int:
         workdir = stack.workdir(cleanup, args.workdir)
         svc = cleanup.enter_context(stack.services(workdir, None, None))
         settings = stack.bench_settings(svc.bootstrap, svc.redis_url)
+        if args.simulated_days is not None:
+            # Ten wall minutes hold days of events: at the default (every 10 wall minutes)
+            # the worker would sweep idle histories once a run.
+            settings = settings.replace(forget_sweep_interval_s=SIMULATED_SWEEP_S)
         topics = Topics.for_namespace(settings.namespace)
         stack.create_topics(settings, [topics.scored, topics.transactions])
         worker = cleanup.enter_context(stack.FaustProcess("stream", "worker", settings, workdir))

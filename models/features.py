@@ -46,6 +46,7 @@ __all__ = [
     "FEATURE_SET_VERSIONS",
     "NO_OUTCOMES",
     "OUTCOME_WINDOW_S",
+    "SENDER_FORGET_S",
     "SENDER_HISTORY_CAP",
     "SENDER_HISTORY_WINDOW_S",
     "TEXT_FEATURE_PREFIX",
@@ -55,6 +56,7 @@ __all__ = [
     "OutcomeCounts",
     "Outcomes",
     "SenderHistory",
+    "card_forgettable",
     "card_history_after",
     "card_history_from_dict",
     "card_history_to_dict",
@@ -63,6 +65,7 @@ __all__ = [
     "email_features",
     "history_to_dict",
     "is_text_feature",
+    "sender_forgettable",
     "sender_history_after",
     "sender_history_from_dict",
     "sender_history_to_dict",
@@ -70,7 +73,7 @@ __all__ = [
 ]
 
 TXN_FEATURE_SET_VERSION = "txn-v1"
-EMAIL_FEATURE_SET_VERSION = "email-v1"
+EMAIL_FEATURE_SET_VERSION = "email-v2"  # v2: a sender silent 30 days is new again
 FEATURE_SET_VERSIONS: dict[EventKind, str] = {
     "transaction": TXN_FEATURE_SET_VERSION,
     "email": EMAIL_FEATURE_SET_VERSION,
@@ -90,6 +93,12 @@ SENDER_WINDOWS: tuple[tuple[str, float], ...] = (("1h", HOUR_S), ("24h", DAY_S))
 SENDER_HISTORY_WINDOW_S = DAY_S
 SENDER_HISTORY_CAP = 256
 """Most recent messages kept per sender: the sender counts saturate at this value."""
+SENDER_FORGET_S = 30 * DAY_S
+"""A sender silent this long is new again: its first-seen time starts over. A sender's age is
+a feature, so without this rule a worker would have to keep every sender it ever saw, and a
+stream of new spam addresses would grow it without bound; with it, a sender silent this long
+can be dropped (:func:`sender_forgettable`) and its next message scores as if it had been
+kept."""
 
 OUTCOME_WINDOW_S = 28 * DAY_S
 """Label outcomes count for this long after they arrived."""
@@ -201,11 +210,14 @@ class CardHistory(msgspec.Struct, kw_only=True, frozen=True):
 
 class SenderHistory(msgspec.Struct, kw_only=True, frozen=True):
     """What one sender's features need: times and recipients of its messages of the last
-    24 hours (arrival order, at most :data:`SENDER_HISTORY_CAP`) and when it was first seen."""
+    24 hours (arrival order, at most :data:`SENDER_HISTORY_CAP`), when it was first seen and
+    when last (None in histories stored before ``last_seen`` existed: the latest of
+    ``times`` stands for it, else ``first_seen``)."""
 
     times: list[float] = []
     recipients: list[str] = []
     first_seen: float | None = None
+    last_seen: float | None = None
 
     def __post_init__(self) -> None:
         if len(self.recipients) != len(self.times):
@@ -283,16 +295,42 @@ def card_history_after(history: CardHistory, txn: Transaction) -> CardHistory:
 
 def sender_history_after(history: SenderHistory, email: Email) -> SenderHistory:
     """The history with ``email`` appended, entries at or before ``t - 24 h`` and beyond
-    :data:`SENDER_HISTORY_CAP` dropped, and the first-seen time kept at its minimum."""
+    :data:`SENDER_HISTORY_CAP` dropped, the first-seen time kept at its minimum and the
+    last-seen at its maximum. A sender silent for :data:`SENDER_FORGET_S` starts afresh."""
     t = email.timestamp
+    if sender_forgettable(history, t):
+        history = SenderHistory()
     times = [*history.times, t]
     i = _keep_from(times, t - SENDER_HISTORY_WINDOW_S, SENDER_HISTORY_CAP)
     first_seen = t if history.first_seen is None else min(history.first_seen, t)
+    last_seen = _sender_last_seen(history)
     return SenderHistory(
         times=times[i:],
         recipients=[*history.recipients, email.recipient.lower()][i:],
         first_seen=first_seen,
+        last_seen=t if last_seen is None else max(last_seen, t),
     )
+
+
+def _sender_last_seen(history: SenderHistory) -> float | None:
+    if history.last_seen is not None:
+        return history.last_seen
+    return max(history.times) if history.times else history.first_seen
+
+
+def sender_forgettable(history: SenderHistory, t: float) -> bool:
+    """True when no message stamped ``t`` or later can tell ``history`` from no history at
+    all: the sender was last seen :data:`SENDER_FORGET_S` or more before ``t`` (so it is new
+    again, and its 24-hour windows are long empty). A worker may then drop it."""
+    last = _sender_last_seen(history)
+    return last is None or last <= t - SENDER_FORGET_S
+
+
+def card_forgettable(history: CardHistory, t: float) -> bool:
+    """True when no transaction stamped ``t`` or later can tell ``history`` from no history
+    at all: its latest transaction is 7 days or more before ``t``, so every window has passed
+    it and the gap to it is at its cap. A worker may then drop the card."""
+    return not history.times or max(history.times) <= t - CARD_HISTORY_WINDOW_S
 
 
 # --- shared pieces ----------------------------------------------------------------------
@@ -483,7 +521,8 @@ def email_features(
       body together.
     - ``sender_count_<w>`` (1h, 24h), ``sender_recipients_24h`` (distinct non-empty,
       lowercased): prior messages by the window rule. ``sender_age_log``:
-      ``log1p(t - first seen)``, 0 for a new sender, who also gets ``sender_is_new`` 1.
+      ``log1p(t - first seen)``, 0 for a new sender, who also gets ``sender_is_new`` 1; a
+      sender silent :data:`SENDER_FORGET_S` (30 days) before ``t`` is new again.
     - ``sender_*_28d``: see :func:`count_outcomes` and :func:`outcome_features`.
 
     >>> from datetime import UTC, datetime
@@ -550,7 +589,7 @@ def _sender_features(t: float, history: SenderHistory) -> dict[str, float]:
                 recipients.add(recipient)
             if p > lower_1h:
                 count_1h += 1
-    first = history.first_seen
+    first = None if sender_forgettable(history, t) else history.first_seen
     is_new = first is None or first > t
     age = 0.0 if is_new or first is None else t - first
     return {

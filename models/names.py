@@ -149,3 +149,4 @@ class Metrics:
     CONSUMER_LAG = "fraud_consumer_lag"  # labels: topic, partition
     STATE_ENTITIES = "fraud_state_entities"  # labels: kind (cards, senders in this worker)
     STATE_BYTES = "fraud_state_bytes"  # labels: kind (their encoded histories)
+    STATE_FORGOTTEN = "fraud_state_forgotten_total"  # labels: kind (histories dropped, idle)

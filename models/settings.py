@@ -111,6 +111,13 @@ class Settings:
             "(a replay of the event after a crash is scored from them), seconds"
         },
     )
+    forget_sweep_interval_s: int = field(
+        default=600,
+        metadata={
+            "help": "how often a worker drops from memory the card and sender histories no "
+            "event can use any more (idle 8 and 31 days), seconds"
+        },
+    )
     alerts_stream_maxlen: int = field(
         default=10_000, metadata={"help": "length cap of the recent-alerts Redis stream"}
     )
@@ -248,6 +255,7 @@ class Settings:
             "alerts_stream_maxlen",
             "served_features_ttl_s",
             "served_after_label_s",
+            "forget_sweep_interval_s",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1")

@@ -182,7 +182,15 @@ class ChangelogTable(MutableMapping[bytes, bytes]):
         self._sink.send(self._changelog, key, value)
 
     def __delitem__(self, key: bytes) -> None:
-        raise NotImplementedError("histories are never deleted")
+        """Drop the value from memory only; the changelog keeps it (no tombstone).
+
+        Used for histories no event can use any more (``StreamWorker.forget_idle``). A
+        tombstone could wipe a newer history: a worker's store also holds the standby copies
+        of other workers' partitions, and a standby's sweep may judge a copy that lags its
+        owner's latest write. A recovered history that is forgettable is dropped again by the
+        next sweep; the cost is a changelog that keeps one record per key ever seen
+        (compacted), read at recovery."""
+        del self._table.data[key]
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._table.data)
@@ -461,6 +469,13 @@ def create_app(settings: Settings) -> faust.App:
         """Every worker reads every model announcement (no consumer group) and loads the
         batch model the pointers name; see ``stream.batch_models``."""
         await follow_announcements(settings, topics.model_updates, worker.batch_models)
+
+    @app.timer(interval=settings.forget_sweep_interval_s)
+    async def forget_idle_histories() -> None:
+        for kind in EVENT_KINDS:
+            dropped = await worker.forget_idle(kind)
+            if dropped:
+                log.info("dropped %d %s histories no event can use any more", dropped, kind)
 
     inputs = [*(topics.events(kind) for kind in EVENT_KINDS), topics.labels]
     consumer_lag = lag.ConsumerLag(inputs, on_assignment=worker.on_assignment)

@@ -84,6 +84,11 @@ STATE_BYTES = Gauge(
     "Bytes of the encoded histories this worker holds in memory (its tables' values)",
     ["kind"],
 )
+STATE_FORGOTTEN = Counter(
+    Metrics.STATE_FORGOTTEN,
+    "Histories dropped from memory because no event can use them any more (idle cards, senders)",
+    ["kind"],
+)
 MODEL_VERSION = Gauge(Metrics.MODEL_VERSION, "Version of the model in use", ["kind", "model"])
 CHECKPOINTS = Counter(Metrics.CHECKPOINTS, "Online-model checkpoints saved to Redis", ["kind"])
 MODEL_SWAPS = Counter(

@@ -71,6 +71,8 @@ class KindSpec(Generic[E, H]):
     new_history: Callable[[], H]
     history_to_dict: Callable[[H], dict[str, Any]]
     history_from_dict: Callable[[dict[str, Any]], H]
+    forgettable: Callable[[H, float], bool]
+    """Whether no event stamped at or after the time can tell the history from none."""
     summary: Callable[[E], str]
 
 
@@ -97,6 +99,7 @@ TRANSACTIONS: KindSpec[Transaction, F.CardHistory] = KindSpec(
     new_history=F.CardHistory,
     history_to_dict=F.history_to_dict,
     history_from_dict=F.card_history_from_dict,
+    forgettable=F.card_forgettable,
     summary=_transaction_summary,
 )
 
@@ -111,6 +114,7 @@ EMAILS: KindSpec[Email, F.SenderHistory] = KindSpec(
     new_history=F.SenderHistory,
     history_to_dict=F.history_to_dict,
     history_from_dict=F.sender_history_from_dict,
+    forgettable=F.sender_forgettable,
     summary=_email_summary,
 )
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, MutableMapping, Sequence
@@ -68,6 +69,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 H = TypeVar("H")
 
+FORGET_LATENESS_S = F.DAY_S
+"""How late an event may arrive (stamped before the newest one scored) and still find every
+history it could use: :meth:`StreamWorker.forget_idle` keeps what that event might need."""
 CHECKPOINT_ATTEMPTS = 3
 """Times a learner re-learns a batch on top of a newer checkpoint before it gives up."""
 
@@ -193,6 +197,7 @@ class StreamWorker:
         self.rewind_labels: Callable[[int], Awaitable[None]] | None = None
         """Seeks the labels partition to an offset (set by ``stream.app``; see _up_to_gap)."""
         self._last_gap: tuple[int, int] | None = None
+        self._newest_event_time: dict[EventKind, float] = {}
 
     # ------------------------------------------------------------------ models
 
@@ -275,10 +280,43 @@ class StreamWorker:
         touched = {spec.entity(e) for e, v in zip(events, verdicts, strict=True) if v.advanced}
         for entity in touched:
             table[entity.encode()] = encode_history(spec, histories[entity])
+        newest = max(event.timestamp for event in events)
+        if newest > self._newest_event_time.get(kind, -math.inf):
+            self._newest_event_time[kind] = newest
         await self._publish(kind, verdicts)
         elapsed = time.perf_counter() - started
         self._observe(kind, verdicts, elapsed)
         return verdicts
+
+    async def forget_idle(self, kind: EventKind, chunk: int = 2_000) -> int:
+        """Drop from memory the histories that no event can use any more; return how many.
+
+        What the worker holds would otherwise only grow: every card and sender it ever saw.
+        ``models.features`` says which histories can go (``card_forgettable``,
+        ``sender_forgettable``: no event stamped at or after a given time could tell them
+        from none). The time asked about is :data:`FORGET_LATENESS_S` before the newest
+        event this worker scored (or before now, if that is earlier: an event may be stamped
+        up to a day ahead), so an event that arrives up to that late still finds every
+        history it could use. The sweep yields to scoring every ``chunk`` histories."""
+        newest = self._newest_event_time.get(kind)
+        if newest is None:
+            return 0
+        horizon = min(newest, time.time()) - FORGET_LATENESS_S
+        spec = SPECS[kind]
+        table = self._histories[kind]
+        dropped = 0
+        for i, key in enumerate(list(table)):
+            if i and i % chunk == 0:
+                await asyncio.sleep(0)
+            stored = table.get(key)
+            if stored is None:
+                continue
+            if spec.forgettable(spec.history_from_dict(orjson.loads(stored)), horizon):
+                del table[key]
+                dropped += 1
+        if dropped:
+            metrics.STATE_FORGOTTEN.labels(kind).inc(dropped)
+        return dropped
 
     async def handle_events_retrying(
         self, kind: EventKind, messages: Sequence[RawMessage]

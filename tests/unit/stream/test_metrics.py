@@ -45,6 +45,7 @@ LABELS: dict[str, tuple[str, ...]] = {
     Metrics.CONSUMER_LAG: ("topic", "partition"),
     Metrics.STATE_ENTITIES: ("kind",),
     Metrics.STATE_BYTES: ("kind",),
+    Metrics.STATE_FORGOTTEN: ("kind",),
     Metrics.MODEL_VERSION: ("kind", "model"),
     Metrics.CHECKPOINTS: ("kind",),
     Metrics.MODEL_SWAPS: ("kind", "outcome"),
