@@ -70,8 +70,8 @@ T = TypeVar("T")
 H = TypeVar("H")
 
 FORGET_LATENESS_S = F.DAY_S
-"""How late an event may arrive (stamped before the newest one scored) and still find every
-history it could use: :meth:`StreamWorker.forget_idle` keeps what that event might need."""
+"""How late an event may arrive and still find every history it could use: see
+:meth:`StreamWorker.forget_idle`."""
 CHECKPOINT_ATTEMPTS = 3
 """Times a learner re-learns a batch on top of a newer checkpoint before it gives up."""
 
@@ -197,7 +197,8 @@ class StreamWorker:
         self.rewind_labels: Callable[[int], Awaitable[None]] | None = None
         """Seeks the labels partition to an offset (set by ``stream.app``; see _up_to_gap)."""
         self._last_gap: tuple[int, int] | None = None
-        self._newest_event_time: dict[EventKind, float] = {}
+        self._oldest_since_sweep: dict[EventKind, float] = {}
+        """The oldest event time scored since the last :meth:`forget_idle`, by kind."""
 
     # ------------------------------------------------------------------ models
 
@@ -280,9 +281,9 @@ class StreamWorker:
         touched = {spec.entity(e) for e, v in zip(events, verdicts, strict=True) if v.advanced}
         for entity in touched:
             table[entity.encode()] = encode_history(spec, histories[entity])
-        newest = max(event.timestamp for event in events)
-        if newest > self._newest_event_time.get(kind, -math.inf):
-            self._newest_event_time[kind] = newest
+        oldest = min(event.timestamp for event in events)
+        if oldest < self._oldest_since_sweep.get(kind, math.inf):
+            self._oldest_since_sweep[kind] = oldest
         await self._publish(kind, verdicts)
         elapsed = time.perf_counter() - started
         self._observe(kind, verdicts, elapsed)
@@ -294,14 +295,18 @@ class StreamWorker:
         What the worker holds would otherwise only grow: every card and sender it ever saw.
         ``models.features`` says which histories can go (``card_forgettable``,
         ``sender_forgettable``: no event stamped at or after a given time could tell them
-        from none). The time asked about is :data:`FORGET_LATENESS_S` before the newest
-        event this worker scored (or before now, if that is earlier: an event may be stamped
-        up to a day ahead), so an event that arrives up to that late still finds every
-        history it could use. The sweep yields to scoring every ``chunk`` histories."""
-        newest = self._newest_event_time.get(kind)
-        if newest is None:
+        from none). The time asked about is :data:`FORGET_LATENESS_S` before the OLDEST event
+        scored since the previous sweep (or before now, if that is earlier: an event may be
+        stamped up to a day ahead). The oldest, not the newest: while old events flow (a
+        replay of last month next to live traffic, or one live event amid a simulation) the
+        horizon stays with them, and their entities keep their histories. An event stamped
+        more than a day before the previous sweep's horizon may find a history gone. No
+        event since the previous sweep: nothing to do. The sweep yields to scoring every
+        ``chunk`` histories."""
+        oldest = self._oldest_since_sweep.pop(kind, None)
+        if oldest is None:
             return 0
-        horizon = min(newest, time.time()) - FORGET_LATENESS_S
+        horizon = min(oldest, time.time()) - FORGET_LATENESS_S
         spec = SPECS[kind]
         table = self._histories[kind]
         dropped = 0

@@ -128,24 +128,24 @@ def test_a_busy_terminal_keeps_only_its_latest_outcomes(namespace, redis_url):
 
 def test_histories_no_event_can_use_are_dropped_and_the_rest_kept(namespace, redis_url):
     """The sweep asks models.features which histories are forgettable a day (the lateness
-    allowed) before the newest event scored: a card silent 10 days and a sender silent 40 go;
-    a card silent 7.5 days (8 would be needed), one silent 3 days and a sender silent 10 stay.
-    Dropped histories change no feature (tests/unit/models/test_forgetting.py)."""
+    allowed) before the oldest event scored since the previous sweep. While old events come
+    (here a batch stamped 3 to 40 days ago) nothing they could use goes; once the events
+    are current, a card silent 10 days and a sender silent 40 go, while a card silent 7.5
+    days (8 would be needed), one silent 3 days and a sender silent 10 stay. Dropped
+    histories change no feature (tests/unit/models/test_forgetting.py)."""
     from stream import metrics
 
     settings = Settings(namespace=namespace, redis_url=redis_url)
     topics = Topics.for_namespace(namespace)
     day, now = 86_400.0, time.time()
-    txns = [
+    old_txns = [
         factories.transaction(1, at=now - 10 * day, card_id="card-idle"),
         factories.transaction(2, at=now - 7.5 * day, card_id="card-late"),
         factories.transaction(3, at=now - 3 * day, card_id="card-recent"),
-        factories.transaction(4, at=now, card_id="card-now"),
     ]
-    emails = [
+    old_emails = [
         factories.email(1, at=now - 40 * day, sender="idle@x.org"),
         factories.email(2, at=now - 10 * day, sender="recent@x.org"),
-        factories.email(3, at=now, sender="now@x.org"),
     ]
 
     def dropped_so_far(kind: str) -> float:
@@ -154,8 +154,15 @@ def test_histories_no_event_can_use_are_dropped_and_the_rest_kept(namespace, red
     async def scenario() -> None:
         worker, _ = new_worker(settings)
         assert await worker.forget_idle("transaction") == 0  # nothing scored: no clock yet
-        await worker.handle_events("transaction", messages(topics.transactions, txns))
-        await worker.handle_events("email", messages(topics.emails, emails))
+        await worker.handle_events("transaction", messages(topics.transactions, old_txns))
+        await worker.handle_events("email", messages(topics.emails, old_emails))
+        assert await worker.forget_idle("transaction") == 0  # old events hold the horizon
+        assert await worker.forget_idle("email") == 0
+
+        current_txn = factories.transaction(4, at=now, card_id="card-now")
+        current_email = factories.email(3, at=now, sender="now@x.org")
+        await worker.handle_events("transaction", messages(topics.transactions, [current_txn], 3))
+        await worker.handle_events("email", messages(topics.emails, [current_email], 2))
         cards_before, senders_before = dropped_so_far("transaction"), dropped_so_far("email")
         assert await worker.forget_idle("transaction", chunk=1) == 1
         assert await worker.forget_idle("email") == 1
@@ -163,6 +170,6 @@ def test_histories_no_event_can_use_are_dropped_and_the_rest_kept(namespace, red
         assert set(worker._histories["email"]) == {b"recent@x.org", b"now@x.org"}
         assert dropped_so_far("transaction") == cards_before + 1
         assert dropped_so_far("email") == senders_before + 1
-        assert await worker.forget_idle("transaction") == 0  # nothing more to drop
+        assert await worker.forget_idle("transaction") == 0  # no event since: nothing to do
 
     asyncio.run(scenario())
