@@ -8,7 +8,10 @@ history after the event, are the same whether the worker kept the entity or drop
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -59,57 +62,49 @@ def test_a_card_is_forgettable_once_its_latest_transaction_is_a_week_old() -> No
 
 offsets = st.floats(min_value=0.0, max_value=60 * DAY, allow_nan=False)
 
+KINDS: dict[str, tuple[Callable[..., Any], ...]] = {
+    # new history, history after an event, features, forgettable, the n-th event at a time
+    "card": (
+        CardHistory,
+        F.card_history_after,
+        F.transaction_features,
+        F.card_forgettable,
+        lambda n, at: transaction(n, at=at, card_id="c", country="FR" if n % 2 else "DE"),
+    ),
+    "sender": (
+        SenderHistory,
+        F.sender_history_after,
+        F.email_features,
+        F.sender_forgettable,
+        lambda n, at: email(n, at=at, sender="s@x", recipient=f"r{n % 3}@x"),
+    ),
+}
 
+
+@pytest.mark.parametrize("kind", KINDS)
 @settings(max_examples=300, deadline=None)
 @given(
     past=st.lists(offsets, min_size=1, max_size=12),
     probe_after=offsets,
     later=st.lists(offsets, max_size=4),
 )
-def test_dropping_a_forgettable_sender_changes_no_feature(
-    past: list[float], probe_after: float, later: list[float]
+def test_dropping_a_forgettable_history_changes_no_feature(
+    kind: str, past: list[float], probe_after: float, later: list[float]
 ) -> None:
-    """Messages at random times build a history; whenever it is forgettable at some time,
-    every message from then on (in time order) gets the same features and leaves the same
+    """Events at random times build a history; whenever it is forgettable at some time,
+    every event from then on (in time order) gets the same features and leaves the same
     history with it as without it."""
-    history = SenderHistory()
+    new, after, features, forgettable, event = KINDS[kind]
+    history = new()
     start = T - 70 * DAY
     for i, offset in enumerate(sorted(past)):
-        history = F.sender_history_after(history, email(i, at=start + offset, sender="s@x"))
+        history = after(history, event(i, start + offset))
     now = start + max(past) + probe_after
-    if not F.sender_forgettable(history, now):
+    if not forgettable(history, now):
         return
-    kept, dropped = history, SenderHistory()
+    kept, dropped = history, new()
     for j, offset in enumerate(sorted(later)):
-        mail = email(100 + j, at=now + offset, sender="s@x", recipient=f"r{j}@x")
-        assert F.email_features(mail, kept, NO_OUTCOMES) == F.email_features(
-            mail, dropped, NO_OUTCOMES
-        )
-        kept, dropped = F.sender_history_after(kept, mail), F.sender_history_after(dropped, mail)
-        assert kept == dropped
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    past=st.lists(offsets, min_size=1, max_size=12),
-    probe_after=offsets,
-    later=st.lists(offsets, max_size=4),
-)
-def test_dropping_a_forgettable_card_changes_no_feature(
-    past: list[float], probe_after: float, later: list[float]
-) -> None:
-    history = CardHistory()
-    start = T - 70 * DAY
-    for i, offset in enumerate(sorted(past)):
-        history = F.card_history_after(history, transaction(i, at=start + offset))
-    now = start + max(past) + probe_after
-    if not F.card_forgettable(history, now):
-        return
-    kept, dropped = history, CardHistory()
-    for j, offset in enumerate(sorted(later)):
-        txn = transaction(100 + j, at=now + offset)
-        assert F.transaction_features(txn, kept, NO_OUTCOMES) == F.transaction_features(
-            txn, dropped, NO_OUTCOMES
-        )
-        kept, dropped = F.card_history_after(kept, txn), F.card_history_after(dropped, txn)
+        e = event(100 + j, now + offset)
+        assert features(e, kept, NO_OUTCOMES) == features(e, dropped, NO_OUTCOMES)
+        kept, dropped = after(kept, e), after(dropped, e)
         assert kept == dropped
