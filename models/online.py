@@ -316,6 +316,11 @@ def _check_finite(x: dict[str, float]) -> None:
         raise ValueError(f"non-finite feature values: {', '.join(bad)}")
 
 
+class FeatureSetMismatch(ValueError):
+    """A saved state was trained on another feature set than this code computes: after an
+    upgrade that changed a feature's definition (``models.features.FEATURE_SET_VERSIONS``)."""
+
+
 def _check_state_compatible(state: ModelState, kind: EventKind | None) -> None:
     if state.format_version != STATE_FORMAT_VERSION:
         raise ValueError(
@@ -326,7 +331,7 @@ def _check_state_compatible(state: ModelState, kind: EventKind | None) -> None:
         raise ValueError(f"online-model state is for {state.kind!r}, expected {kind!r}")
     expected = FEATURE_SET_VERSIONS[state.kind]
     if state.feature_set_version != expected:
-        raise ValueError(
+        raise FeatureSetMismatch(
             f"online-model state was trained on feature set {state.feature_set_version!r}, "
             f"this code computes {expected!r}"
         )

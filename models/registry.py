@@ -15,7 +15,7 @@ ever unpickled.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
 from models.names import EVENT_KINDS, EventKind, RedisKeys
-from models.online import OnlineModel
+from models.online import FeatureSetMismatch, OnlineModel
 
 NO_OFFSET = -1
 
@@ -44,6 +44,9 @@ class Checkpoint:
     label_offset: int
     saved_at: float
     models: dict[EventKind, OnlineModel]
+    started_afresh: tuple[str, ...] = ()
+    """Why a kind's model is new rather than loaded: its saved state was trained on another
+    feature set (an upgrade changed a feature's definition). One message per kind."""
 
 
 class OnlineCheckpoints:
@@ -59,22 +62,34 @@ class OnlineCheckpoints:
         raw = await self._redis.hget(self._keys.online_checkpoint, "version")
         return int(raw) if raw is not None else 0
 
-    async def load(self) -> Checkpoint | None:
-        """The saved checkpoint, or None when nothing was saved yet."""
+    async def load(
+        self, fresh: Callable[[EventKind], OnlineModel] = OnlineModel
+    ) -> Checkpoint | None:
+        """The saved checkpoint, or None when nothing was saved yet.
+
+        A kind whose saved state was trained on another feature set than this code computes
+        (an upgrade changed a feature's definition) gets ``fresh(kind)`` instead, said in
+        ``started_afresh``; the other kinds and the label offset load as saved. Anything
+        else unusable raises :class:`CorruptCheckpoint`."""
         raw = await self._redis.hgetall(self._keys.online_checkpoint)
         if not raw:
             return None
         fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
         try:
-            models = {
-                kind: OnlineModel.from_state(orjson.loads(fields[f"state:{kind}"]))
-                for kind in EVENT_KINDS
-            }
+            models: dict[EventKind, OnlineModel] = {}
+            afresh: list[str] = []
+            for kind in EVENT_KINDS:
+                try:
+                    models[kind] = OnlineModel.from_state(orjson.loads(fields[f"state:{kind}"]))
+                except FeatureSetMismatch as exc:
+                    models[kind] = fresh(kind)
+                    afresh.append(f"{kind}: {exc}")
             return Checkpoint(
                 version=int(fields["version"]),
                 label_offset=int(fields["label_offset"]),
                 saved_at=float(fields["saved_at"]),
                 models=models,
+                started_afresh=tuple(afresh),
             )
         except (KeyError, ValueError, orjson.JSONDecodeError) as exc:
             raise CorruptCheckpoint(

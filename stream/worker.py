@@ -209,17 +209,19 @@ class StreamWorker:
                 await self._load_checkpoint()
                 await self.batch_models.refresh()
 
+    def _fresh_model(self, kind: EventKind) -> OnlineModel:
+        return OnlineModel(kind, positive_weight=self.settings.positive_weight)
+
     async def _load_checkpoint(self) -> None:
-        checkpoint = await self._checkpoints.load()
+        checkpoint = await self._checkpoints.load(fresh=self._fresh_model)
         if checkpoint is None:
-            self.models = {
-                kind: OnlineModel(kind, positive_weight=self.settings.positive_weight)
-                for kind in EVENT_KINDS
-            }
+            self.models = {kind: self._fresh_model(kind) for kind in EVENT_KINDS}
             self.version, self.label_offset = 0, NO_OFFSET
         else:
             self.models = checkpoint.models
             self.version, self.label_offset = checkpoint.version, checkpoint.label_offset
+            for reason in checkpoint.started_afresh:
+                log.warning("online model starts afresh: %s", reason)
         for kind in EVENT_KINDS:
             metrics.MODEL_VERSION.labels(kind, "online").set(self.version)
         log.info("online models at checkpoint version %d", self.version)

@@ -173,3 +173,37 @@ def test_histories_no_event_can_use_are_dropped_and_the_rest_kept(namespace, red
         assert await worker.forget_idle("transaction") == 0  # no event since: nothing to do
 
     asyncio.run(scenario())
+
+
+def test_a_model_trained_on_an_older_feature_set_starts_afresh_and_the_rest_loads(
+    namespace, redis_url, caplog
+):
+    """An upgrade that changes a feature's definition (email-v1 to email-v2: a sender silent
+    30 days is new again) must not stop the workers: the email model saved under the old
+    feature set starts afresh, with a warning; the transaction model and the label offset
+    load as saved."""
+    import orjson
+
+    settings = Settings(namespace=namespace, redis_url=redis_url)
+    topics, keys = Topics.for_namespace(namespace), RedisKeys(namespace)
+    txns = [factories.transaction(n) for n in range(30)]
+    labels = [factories.label(t.event_id, "transaction", t.amount > 40) for t in txns]
+
+    async def scenario() -> None:
+        learner, _ = new_worker(settings)
+        await learner.handle_events("transaction", messages(topics.transactions, txns))
+        await learner.handle_labels(messages(topics.labels, labels))
+        r = aioredis.from_url(redis_url)
+        state = orjson.loads(await r.hget(keys.online_checkpoint, "state:email"))
+        state["feature_set_version"] = "email-v1"  # as the previous release saved it
+        await r.hset(keys.online_checkpoint, "state:email", orjson.dumps(state))
+
+        upgraded, _ = new_worker(settings)
+        with caplog.at_level("WARNING", logger="stream.worker"):
+            await upgraded.start()
+        assert upgraded.models["transaction"].learned == 30
+        assert upgraded.models["email"].learned == 0
+        assert upgraded.label_offset == 29
+        assert "email-v1" in caplog.text and "starts afresh" in caplog.text
+
+    asyncio.run(scenario())
