@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from batch.lake import label_row, next_offsets, scored_row, write_rows
 from models.events import Label, LabelSource, ScoredEvent, Transaction, utc_from_timestamp
@@ -25,6 +25,8 @@ from stream.backtest import Backtest, Scored, generated_events
 from stream.scoring import SPECS, Thresholds
 
 CHUNK = 50_000
+E = TypeVar("E")
+L = TypeVar("L")
 
 
 def fill_lake(
@@ -55,7 +57,6 @@ def fill_lake(
         Thresholds.for_kind(kind, settings),
         label_delay_s=label_delay_s,
     )
-    fed: deque[Any] = deque()
 
     def items() -> Iterator[tuple[Any, bool]]:
         for event, positive, p in generated_events(
@@ -63,14 +64,13 @@ def fill_lake(
         ):
             if truth is not None:
                 truth[event.event_id] = p
-            fed.append(event)
             yield event, positive
 
     recorder = LakeRecorder(lake_dir, kind, namespace)
-    for batch in backtest.run(items()):
+    for batch in backtest.run(recorder.feed(items())):
         for scored in batch:
             delay = label_delay_s * (0.5 + rng.random())
-            recorder.add(fed.popleft(), scored, scored.event_time + delay)
+            recorder.add(scored, scored.event_time + delay)
         if progress is not None:
             progress(recorder.scored)
     return recorder.close()
@@ -80,7 +80,10 @@ class LakeRecorder:
     """Writes what the backtest engine scores to a lake, as the lake sink would have written
     it from the topics: one scored row per event as it comes (offsets in order, files of
     :data:`CHUNK` rows), and on :meth:`close` each label at its arrival time, in arrival
-    order. Used by :func:`fill_lake` and by ``python -m stream backtest --batch-compare``."""
+    order. Used by :func:`fill_lake` and by ``python -m stream backtest --batch-compare``.
+
+    The events pass through :meth:`feed` on their way to the backtest engine, which scores
+    them in order; :meth:`add` pairs each ``Scored`` with the event it belongs to."""
 
     def __init__(self, lake_dir: Path | str, kind: EventKind, namespace: str = "fraud") -> None:
         self._lake_dir = lake_dir
@@ -89,15 +92,23 @@ class LakeRecorder:
         self._rows: list[dict[str, Any]] = []
         self._labels: list[tuple[float, str, bool]] = []
         self._first = self._offset = next_offsets(lake_dir, "scored").get(0, 0)
+        self._fed: deque[Any] = deque()
 
     @property
     def scored(self) -> int:
         """Scored rows recorded so far."""
         return self._offset - self._first
 
-    def add(self, event: Any, scored: Scored, label_at: float | None) -> None:
-        """Record ``event`` as the backtest scored it; with ``label_at``, its label (the
-        backtest's ``scored.label``) arrives then."""
+    def feed(self, items: Iterable[tuple[E, L]]) -> Iterator[tuple[E, L]]:
+        """``items`` (event, label) unchanged, each event kept until :meth:`add`."""
+        for event, label in items:
+            self._fed.append(event)
+            yield event, label
+
+    def add(self, scored: Scored, label_at: float | None) -> None:
+        """Record the next fed event as the backtest scored it; with ``label_at``, its label
+        (the backtest's ``scored.label``) arrives then."""
+        event = self._fed.popleft()
         if label_at is not None:
             self._labels.append((label_at, scored.event_id, bool(scored.label)))
         self._rows.append(

@@ -693,6 +693,9 @@ def _markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+ENTITY_FIELDS: dict[EventKind, str] = {"transaction": "card_id", "email": "sender"}
+"""The event field that names the entity (what ``KindSpec.entity`` reads)."""
+
 COMPARED = (("online", "online (as served)"), ("batch", "batch"), ("hybrid", "hybrid"))
 
 
@@ -964,7 +967,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     spec = SPECS[kind]
     thresholds = Thresholds.for_kind(kind, settings)
     model = load_model(args.model_state, kind, settings)
-    entity_field = "card_id" if kind == "transaction" else "sender"
+    entity_field = ENTITY_FIELDS[kind]
     backtest: Backtest[Any, Any] = Backtest(
         spec=spec,
         model=model,
@@ -1049,7 +1052,7 @@ def _finish(
     thresholds = backtest.thresholds
     threshold = thresholds.review if args.threshold is None else args.threshold
     learned_at_start = model.learned - backtest.learned
-    entity_field = "card_id" if kind == "transaction" else "sender"
+    entity_field = ENTITY_FIELDS[kind]
     reference = source.reference_name if source.references is not None else None
     if data.events == 0:
         raise BacktestError("no events to score")

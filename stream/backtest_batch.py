@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,23 +48,19 @@ class BatchComparison:
         self._keeps_report = report_dir is not None
         self._runs_dir = report_dir / "batch" if report_dir is not None else self._tmp / "runs"
         self._recorder = LakeRecorder(self._tmp / "lake", kind)
-        self._fed: deque[Any] = deque()
 
     def feed(self, items: Iterable[tuple[Any, bool | None]]) -> Iterator[tuple[Any, bool | None]]:
         """``items`` unchanged, each event kept until :meth:`record` pairs it with its score."""
-        for event, label in items:
-            self._fed.append(event)
-            yield event, label
+        return self._recorder.feed(items)
 
     def record(self, batch: Sequence[Any]) -> None:
         """Record a scored batch (``stream.backtest.Scored``, in the order fed). A replayed
         event (its id seen before) brings no second label: the backtest counts it once."""
         for scored in batch:
-            event = self._fed.popleft()
             arrives = None
             if scored.label is not None and not scored.replayed:
                 arrives = scored.event_time + self.label_delay_s
-            self._recorder.add(event, scored, arrives)
+            self._recorder.add(scored, arrives)
 
     def run(self, settings: Settings, log: Callable[[str], None]) -> dict[str, Any]:
         """Retrain on the record; return the backtest's ``comparison`` entry."""

@@ -146,6 +146,11 @@ def encode_history(spec: KindSpec[Any, H], history: H) -> bytes:
     return _HISTORY_JSON.encode(spec.history_to_dict(history))
 
 
+def decode_history(spec: KindSpec[Any, H], stored: bytes) -> H:
+    """The history :func:`encode_history` stored."""
+    return spec.history_from_dict(orjson.loads(stored))
+
+
 @dataclass(frozen=True)
 class RawMessage:
     """A message as it came off Kafka, before decoding."""
@@ -262,7 +267,7 @@ class StreamWorker:
         for entity in {spec.entity(event) for event in events}:
             stored = table.get(entity.encode())
             if stored is not None:
-                histories[entity] = spec.history_from_dict(orjson.loads(stored))
+                histories[entity] = decode_history(spec, stored)
         outcomes = await self._outcomes(spec, events)
         verdicts = score_batch(
             spec,
@@ -283,7 +288,7 @@ class StreamWorker:
         touched = {spec.entity(e) for e, v in zip(events, verdicts, strict=True) if v.advanced}
         for entity in touched:
             table[entity.encode()] = encode_history(spec, histories[entity])
-        oldest = min(event.timestamp for event in events)
+        oldest = min(event.event_time for event in events).timestamp()  # one conversion
         if oldest < self._oldest_since_sweep.get(kind, math.inf):
             self._oldest_since_sweep[kind] = oldest
         await self._publish(kind, verdicts)
@@ -318,7 +323,7 @@ class StreamWorker:
             stored = table.get(key)
             if stored is None:
                 continue
-            if spec.forgettable(spec.history_from_dict(orjson.loads(stored)), horizon):
+            if spec.forgettable(decode_history(spec, stored), horizon):
                 del table[key]
                 dropped += 1
         if dropped:
