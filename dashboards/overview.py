@@ -110,8 +110,13 @@ def build() -> Json:
     )
     dead_letters = timeseries(
         "Dead letters/s by topic",
-        "Inputs that could not be decoded or validated, by the topic they came from.",
-        [prom(summed(rate(Metrics.DEAD_LETTERS), "topic"), "{{topic}}")],
+        "Inputs that could not be decoded or validated, by the topic they came from; and "
+        "gaps in an input partition's offsets, which the worker had read again (a consumer "
+        "that dropped messages around a rebalance: stream.offsets).",
+        [
+            prom(summed(rate(Metrics.DEAD_LETTERS), "topic"), "{{topic}}"),
+            prom(summed(rate(Metrics.OFFSET_GAPS), "topic"), "{{topic}} gap read again"),
+        ],
         unit="ops",
         bars=True,
         stack=True,

@@ -150,3 +150,4 @@ class Metrics:
     STATE_ENTITIES = "fraud_state_entities"  # labels: kind (cards, senders in this worker)
     STATE_BYTES = "fraud_state_bytes"  # labels: kind (their encoded histories)
     STATE_FORGOTTEN = "fraud_state_forgotten_total"  # labels: kind (histories dropped, idle)
+    OFFSET_GAPS = "fraud_offset_gaps_total"  # labels: topic (input gaps read again)

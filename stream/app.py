@@ -30,14 +30,13 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from typing import Any, cast
 
 import aiokafka
 import faust
 import redis.asyncio as aioredis
 from faust.sensors.prometheus import PrometheusMonitor, setup_prometheus_sensors
-from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 
 from models import kafka_security
@@ -47,14 +46,13 @@ from models.settings import Settings
 from models.topology import topic_partitions
 from stream import lag, metrics
 from stream.batch_models import BatchModels
+from stream.transport import Transport
 from stream.worker import RawMessage, StreamWorker
 
 log = logging.getLogger(__name__)
 
 PRODUCER_BATCH_BYTES = 512 * 1024
 CONSUMER_FETCH_BYTES = 8 * 1024 * 1024
-FETCH_MAX_WAIT_MS = 10
-"""Longest a fetch that finds no new data waits at the broker (Faust hard-codes 1500 ms)."""
 
 
 class BatchSink:
@@ -277,33 +275,9 @@ def _batches(stream: faust.StreamT[Any], size: int, within_s: float) -> AsyncIte
     return cast(faust.Stream[Any], stream).take_events(size, within_s)
 
 
-class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        # aiokafka builds its fetcher from this when the consumer starts.
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
-        return consumer
-
-
-class _Consumer(aiokafka_driver.Consumer):
-    def _new_consumer_thread(self) -> aiokafka_driver.AIOKafkaConsumerThread:
-        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-
-class _Producer(aiokafka_driver.Producer):
-    def _settings_extra(self) -> Mapping[str, Any]:
-        # Idempotent: a batch sent again because its acknowledgement was lost (a broker
-        # restarting) is written once, so an alert reaches the alerts topic once.
-        return {**super()._settings_extra(), "enable_idempotence": True}
-
-
-class _Transport(aiokafka_driver.Transport):
-    Consumer = _Consumer
-    Producer = _Producer
-
-
 class App(faust.App):
-    """A Faust app whose Kafka consumer waits at most :data:`FETCH_MAX_WAIT_MS` per fetch.
+    """A Faust app whose Kafka consumer waits at most :data:`stream.transport.FETCH_MAX_WAIT_MS`
+    per fetch.
 
     Faust creates its aiokafka consumer with ``fetch_max_wait_ms=1500``. aiokafka keeps one
     fetch in flight per broker, and once a partition's fetched records have waited 100 ms
@@ -315,7 +289,7 @@ class App(faust.App):
     """
 
     def _new_transport(self) -> Any:
-        return _Transport(self.conf.broker_consumer, self)
+        return Transport(self.conf.broker_consumer, self)
 
 
 def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
@@ -449,10 +423,15 @@ def create_app(settings: Settings) -> faust.App:
     for kind in EVENT_KINDS:
         events_agent(kind)
 
-    async def rewind_labels(offset: int) -> None:
-        await app.consumer.seek(TP(topics.labels, 0), offset)
+    async def rewind(topic: str, partition: int, offset: int) -> None:
+        await app.consumer.seek(TP(topic, partition), offset)
 
-    worker.rewind_labels = rewind_labels
+    worker.rewind = rewind
+
+    @app.on_partitions_revoked.connect
+    async def forget_offsets(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """A rebalance: the consumer starts each partition again from its committed offset."""
+        worker.event_offsets.forget()
 
     @app.agent(labels_topic, name="learn-labels")
     async def learn(stream: faust.StreamT[Any]) -> None:

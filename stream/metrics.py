@@ -89,6 +89,11 @@ STATE_FORGOTTEN = Counter(
     "Histories dropped from memory because no event can use them any more (idle cards, senders)",
     ["kind"],
 )
+OFFSET_GAPS = Counter(
+    Metrics.OFFSET_GAPS,
+    "Jumps forward in an input partition's offsets, read again from the gap (stream.offsets)",
+    ["topic"],
+)
 MODEL_VERSION = Gauge(Metrics.MODEL_VERSION, "Version of the model in use", ["kind", "model"])
 CHECKPOINTS = Counter(Metrics.CHECKPOINTS, "Online-model checkpoints saved to Redis", ["kind"])
 MODEL_SWAPS = Counter(

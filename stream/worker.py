@@ -54,6 +54,7 @@ from models.registry import NO_OFFSET, CheckpointConflict, OnlineCheckpoints
 from models.settings import Settings
 from stream import metrics, quality
 from stream.batch_models import BatchModels
+from stream.offsets import OffsetGuard
 from stream.outcomes import Outcome, OutcomeStore
 from stream.scoring import (
     SPECS,
@@ -199,8 +200,11 @@ class StreamWorker:
         self._started = asyncio.Lock()
         self._checkpoint_lock = asyncio.Lock()
         self._last_refresh = 0.0
-        self.rewind_labels: Callable[[int], Awaitable[None]] | None = None
-        """Seeks the labels partition to an offset (set by ``stream.app``; see _up_to_gap)."""
+        self.rewind: Callable[[str, int, int], Awaitable[None]] | None = None
+        """Seeks a partition (topic, partition) to an offset, so that its messages from there
+        come again (set by ``stream.app``): for gaps in the offsets handed to the worker
+        (:attr:`event_offsets`, :meth:`_up_to_gap`)."""
+        self.event_offsets = OffsetGuard()
         self._last_gap: tuple[int, int] | None = None
         self._oldest_since_sweep: dict[EventKind, float] = {}
         """The oldest event time scored since the last :meth:`forget_idle`, by kind."""
@@ -333,13 +337,29 @@ class StreamWorker:
     async def handle_events_retrying(
         self, kind: EventKind, messages: Sequence[RawMessage]
     ) -> list[Verdict]:
-        """:meth:`handle_events`, attempted again on the same batch until Redis answers.
+        """:meth:`handle_events`, attempted again on the same batch until Redis answers, on
+        the messages that follow on from those handed before (``stream.offsets``): the
+        partitions with a gap are read again from it.
 
         An attempt that fails on Redis has moved no history and acknowledged nothing; the
         next one scores the events it had served already from their served features, so the
         outputs are those of a replay (the same scored event may be sent twice)."""
+        admitted = self.event_offsets.admit(messages)
+        for (topic, partition), offset in admitted.rewinds.items():
+            log.warning(
+                "%s[%d]: messages from offset %d were not handed over; reading them again "
+                "(%d later ones held back)",
+                topic,
+                partition,
+                offset,
+                admitted.held,
+            )
+            metrics.OFFSET_GAPS.labels(topic).inc()
+            if self.rewind is not None:
+                await self.rewind(topic, partition, offset)
+        kept = admitted.messages
         return await self._while_redis_down(
-            f"scoring {len(messages)} {kind} messages", lambda: self.handle_events(kind, messages)
+            f"scoring {len(kept)} {kind} messages", lambda: self.handle_events(kind, kept)
         )
 
     async def handle_labels_retrying(self, messages: Sequence[RawMessage]) -> dict[str, int]:
@@ -580,7 +600,7 @@ class StreamWorker:
 
     async def _up_to_gap(self, messages: Sequence[RawMessage]) -> tuple[list[RawMessage], int]:
         """The messages up to the first offset gap after the checkpoint, and how many were
-        set aside beyond it; asks :attr:`rewind_labels` to read again from the gap.
+        set aside beyond it; asks :attr:`rewind` to read again from the gap.
 
         The checkpoint's offset is where learning stands. Around a rebalance Faust can hand
         the stream a label beyond one it skips (issue #221 of faust-streaming: messages
@@ -606,8 +626,8 @@ class StreamWorker:
         log.warning(
             "label offsets jump from %d to %d; reading the labels again from %d", *gap, gap[0]
         )
-        if self.rewind_labels is not None:
-            await self.rewind_labels(gap[0])
+        if self.rewind is not None:
+            await self.rewind(self.topics.labels, 0, gap[0])
         return [m for m in messages if m.offset <= end], len(beyond)
 
     async def _learn_batch(

@@ -180,11 +180,7 @@ class TopicTail:
 
     It reads with aiokafka, the workers' own client, on an event loop of its own thread, so
     that synchronous tests can poll it. A failure message should say how much the topic
-    holds against what was read (:meth:`describe`): in CI the kill-a-worker fault test has
-    seen a reader get nothing for 90 s while the topic held hundreds of records, first with
-    kafka-python's ``KafkaConsumer`` and then with this reader, while the surviving worker's
-    own changelog recovery got nothing either; the same records read fine afterwards. That
-    stall is not understood yet (see the issue notes)."""
+    holds against what was read (:meth:`describe`), computed when the wait fails."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
         """``topic`` is one of the namespace's: it is created, as a worker would create it,

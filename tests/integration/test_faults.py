@@ -217,7 +217,8 @@ class Outputs:
 
 
 class LazyText:
-    """Text computed only when a failure message is formatted."""
+    """Text computed only when a failure message is formatted. Pass the object itself: inside
+    an f-string it would be formatted at once, describing the start of the wait."""
 
     def __init__(self, make: Callable[[], str]) -> None:
         self.make = make
@@ -228,7 +229,7 @@ class LazyText:
 
 def wait_until(
     condition: Callable[[], bool],
-    what: str,
+    what: str | LazyText,
     *,
     timeout_s: float = 60.0,
     outputs: Outputs | None = None,
@@ -312,7 +313,7 @@ def wait_all_scored(
 
     return wait_until(
         done,
-        f"{len(wanted)} scored events and {len(bad)} dead letters {LazyText(missing)}",
+        LazyText(lambda: f"{len(wanted)} scored events and {len(bad)} dead letters {missing()}"),
         timeout_s=timeout_s,
         outputs=outputs,
         workers=workers,
@@ -817,10 +818,11 @@ def test_a_label_skipped_by_the_consumer_is_read_again_not_lost(namespace, redis
         worker, _ = stream_worker(settings)
         rewinds: list[int] = []
 
-        async def rewind(offset: int) -> None:
+        async def rewind(topic: str, partition: int, offset: int) -> None:
+            assert (topic, partition) == (topics.labels, 0)
             rewinds.append(offset)
 
-        worker.rewind_labels = rewind
+        worker.rewind = rewind
         await worker.handle_events("transaction", raw_messages(topics.transactions, txns))
         counts = await worker.handle_labels(raw_messages(topics.labels, labels[:5]))
         assert counts["learned"] == 5 and rewinds == []
@@ -836,5 +838,38 @@ def test_a_label_skipped_by_the_consumer_is_read_again_not_lost(namespace, redis
         assert first_try["ahead"] == 2 and rewinds == [5, 10]
         second_try = await worker.handle_labels(raw_messages(topics.labels, late, 20))
         assert second_try["ahead"] == 0 and worker.label_offset == 21
+
+    asyncio.run(scenario())
+
+
+def test_events_handed_over_beyond_a_gap_wait_for_the_gap_to_be_read_again(namespace, redis_url):
+    """Faust can hand the scorer events beyond others of the same partition that it dropped
+    around a rebalance (``stream.offsets``). The scorer stops that partition at the gap, has
+    it read again from there, and scores every event once the missing ones come."""
+    settings = Settings(namespace=namespace, redis_url=redis_url)
+    topics = Topics.for_namespace(namespace)
+    txns = [factories.transaction(n) for n in range(12)]
+
+    async def scenario() -> None:
+        worker, sink = stream_worker(settings)
+        rewinds: list[tuple[str, int, int]] = []
+
+        async def rewind(topic: str, partition: int, offset: int) -> None:
+            rewinds.append((topic, partition, offset))
+
+        worker.rewind = rewind
+        first = await worker.handle_events_retrying(
+            "transaction", raw_messages(topics.transactions, txns[:5])
+        )
+        assert len(first) == 5 and rewinds == []
+        beyond = raw_messages(topics.transactions, txns[8:], 8)  # 5, 6 and 7 dropped on the way
+        assert await worker.handle_events_retrying("transaction", beyond) == []
+        assert rewinds == [(topics.transactions, 0, 5)]
+        again = await worker.handle_events_retrying(
+            "transaction", raw_messages(topics.transactions, txns[5:], 5)
+        )
+        assert [v.scored.event_id for v in again] == [t.event_id for t in txns[5:]]
+        scored = {decode(v, ScoredEvent).event_id for v in sink.values(topics.scored)}
+        assert scored == {t.event_id for t in txns}
 
     asyncio.run(scenario())

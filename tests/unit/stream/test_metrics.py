@@ -46,6 +46,7 @@ LABELS: dict[str, tuple[str, ...]] = {
     Metrics.STATE_ENTITIES: ("kind",),
     Metrics.STATE_BYTES: ("kind",),
     Metrics.STATE_FORGOTTEN: ("kind",),
+    Metrics.OFFSET_GAPS: ("topic",),
     Metrics.MODEL_VERSION: ("kind", "model"),
     Metrics.CHECKPOINTS: ("kind",),
     Metrics.MODEL_SWAPS: ("kind", "outcome"),

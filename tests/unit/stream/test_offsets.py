@@ -1,0 +1,96 @@
+"""``stream.offsets.OffsetGuard``: a message beyond a gap waits for the gap to be read again."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stream.offsets import OffsetGuard
+
+
+@dataclass(frozen=True)
+class Msg:
+    topic: str
+    partition: int
+    offset: int
+
+
+def run(topic: str, partition: int, offsets: range | list[int]) -> list[Msg]:
+    return [Msg(topic, partition, o) for o in offsets]
+
+
+def offsets(messages: list[Msg]) -> list[int]:
+    return [m.offset for m in messages]
+
+
+def test_consecutive_offsets_and_replays_pass():
+    guard = OffsetGuard()
+    assert offsets(guard.admit(run("t", 0, range(0, 5))).messages) == [0, 1, 2, 3, 4]
+    assert offsets(guard.admit(run("t", 0, range(5, 8))).messages) == [5, 6, 7]
+    replay = guard.admit(run("t", 0, range(3, 10)))  # a seek back to the committed offset
+    assert offsets(replay.messages) == [3, 4, 5, 6, 7, 8, 9] and replay.rewinds == {}
+
+
+def test_a_jump_forward_holds_the_partition_back_and_names_the_first_missing_offset():
+    guard = OffsetGuard()
+    guard.admit(run("t", 1, range(0, 107)) + run("t", 3, range(0, 108)))
+    batch = run("t", 1, [112, 113]) + run("t", 3, [108, 109]) + run("t", 1, [114])
+    admitted = guard.admit(batch)
+    assert admitted.messages == run("t", 3, [108, 109])
+    assert admitted.rewinds == {("t", 1): 107} and admitted.held == 3
+    again = guard.admit(run("t", 1, range(107, 115)))  # read again from the gap
+    assert offsets(again.messages) == list(range(107, 115)) and again.rewinds == {}
+
+
+def test_the_same_gap_twice_is_real_and_passes():
+    """Messages that expired from Kafka before they were read: the rewind finds the same
+    gap; the second time it is passed (and logged)."""
+    guard = OffsetGuard()
+    guard.admit(run("t", 0, range(0, 3)))
+    assert guard.admit(run("t", 0, [10, 11])).rewinds == {("t", 0): 3}
+    second = guard.admit(run("t", 0, [10, 11]))
+    assert offsets(second.messages) == [10, 11] and second.rewinds == {}
+
+
+def test_after_a_rebalance_each_partition_starts_where_the_consumer_does():
+    """Another worker may have read this partition in between: its first message after the
+    rebalance is no gap."""
+    guard = OffsetGuard()
+    guard.admit(run("t", 0, range(0, 3)))
+    guard.forget()
+    admitted = guard.admit(run("t", 0, [40, 41]))
+    assert offsets(admitted.messages) == [40, 41] and admitted.rewinds == {}
+
+
+@given(
+    size=st.integers(1, 60),
+    cut=st.tuples(st.integers(0, 59), st.integers(1, 20)),
+    batch=st.integers(1, 15),
+)
+def test_every_offset_is_admitted_once_a_lost_run_is_read_again(size, cut, batch):
+    """The consumer loses a run of messages on the way; the guard's rewind brings them back
+    (as a seek would), and every offset is handed over, in order, the lost ones included.
+    A later message of the partition is what shows a gap: the run lost ends before the last
+    message (a run lost at the very end waits for the partition's next message)."""
+    start, length = cut
+    lost = set(range(start, min(size - 1, start + length))) if start > 0 else set()
+    stream = [o for o in range(size) if o not in lost]
+    guard = OffsetGuard()
+    handed: list[int] = []
+    position = 0
+    rewound = False
+    while position < len(stream):
+        chunk = stream[position : position + batch]
+        admitted = guard.admit(run("t", 0, chunk))
+        handed.extend(offsets(admitted.messages))
+        if admitted.rewinds:
+            assert not rewound, "one rewind brings the lost run back"
+            rewound = True
+            from_offset = admitted.rewinds[("t", 0)]
+            stream = list(range(from_offset, size))  # what a seek back reads
+            position = 0
+        else:
+            position += len(chunk)
+    assert handed == list(range(size))
