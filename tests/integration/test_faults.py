@@ -842,6 +842,32 @@ def test_a_label_skipped_by_the_consumer_is_read_again_not_lost(namespace, redis
     asyncio.run(scenario())
 
 
+def test_a_label_skipped_before_the_first_checkpoint_is_read_again(namespace, redis_url):
+    """The learner's first batch has no checkpoint offset to follow on from: its own first
+    offset is the anchor, and a label skipped inside it is read again, not lost."""
+    settings = Settings(namespace=namespace, redis_url=redis_url)
+    topics = Topics.for_namespace(namespace)
+    txns = [factories.transaction(n) for n in range(8)]
+    labels = [factories.label(t.event_id, "transaction", t.amount > 40) for t in txns]
+
+    async def scenario() -> None:
+        worker, _ = stream_worker(settings)
+        rewinds: list[int] = []
+
+        async def rewind(topic: str, partition: int, offset: int) -> None:
+            rewinds.append(offset)
+
+        worker.rewind = rewind
+        await worker.handle_events("transaction", raw_messages(topics.transactions, txns))
+        first = raw_messages(topics.labels, labels[:3]) + raw_messages(topics.labels, labels[4:], 4)
+        counts = await worker.handle_labels(first)  # label 3 skipped by the consumer
+        assert counts["learned"] == 3 and counts["ahead"] == 4 and rewinds == [3]
+        again = await worker.handle_labels(raw_messages(topics.labels, labels[3:], 3))
+        assert again["learned"] == 5 and worker.models["transaction"].learned == 8
+
+    asyncio.run(scenario())
+
+
 def test_events_handed_over_beyond_a_gap_wait_for_the_gap_to_be_read_again(namespace, redis_url):
     """Faust can hand the scorer events beyond others of the same partition that it dropped
     around a rebalance (``stream.offsets``). The scorer stops that partition at the gap, has
