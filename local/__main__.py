@@ -16,7 +16,8 @@ from pathlib import Path
 
 from local._service import RUN_DIR, Service, ServiceError, process_alive
 from local.kafka import KafkaBroker
-from local.redis import RedisServer
+from local.redis import RedisServer, server_version
+from models import redis_acl
 
 DEFAULT_PORTS = {"kafka": 9092, "redis": 6379}
 # A pid file may outlive its process and the pid may be reused: only signal a process whose
@@ -42,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--run-dir", type=Path, default=RUN_DIR, help="pid files and logs (default: .run)"
+    )
+    parser.add_argument(
+        "--acl-from-env",
+        action="store_true",
+        help="redis: one user per role, as docker compose runs it (models.redis_acl), with "
+        "the passwords in REDIS_<ROLE>_PASSWORD; no anonymous access",
     )
     return parser
 
@@ -82,6 +89,9 @@ def _start(args: argparse.Namespace) -> int:
             port, args.controller_port or port + 1, data_dir=data_dir, log_dir=args.run_dir
         )
         where = f"bootstrap 127.0.0.1:{port}"
+    elif args.acl_from_env:
+        server = _redis_with_users(port, data_dir, Path(args.run_dir))
+        where = f"redis://<role>:<password>@127.0.0.1:{port}/0 (users: models.redis_acl)"
     else:
         server = RedisServer(port, persistent=True, data_dir=data_dir, log_dir=args.run_dir)
         where = f"redis://127.0.0.1:{port}/0"
@@ -89,6 +99,26 @@ def _start(args: argparse.Namespace) -> int:
     _pid_file(args).write_text(f"{server.pid}\n")
     print(f"{args.service}: ready at {where} (pid {server.pid}), log {server.log_file}")
     return 0
+
+
+def _redis_with_users(port: int, data_dir: Path, run_dir: Path) -> RedisServer:
+    """Redis with the users of ``models.redis_acl`` for the namespace in ``FRAUD_NAMESPACE``
+    (default fraud), rendered for the local ``redis-server``; this command logs in as admin."""
+    namespace = os.environ.get("FRAUD_NAMESPACE") or "fraud"
+    passwords = redis_acl.passwords_from_env()
+    try:
+        acl = redis_acl.render(namespace, passwords, redis_version=server_version())
+    except redis_acl.AclError as exc:
+        raise ServiceError(str(exc)) from None
+    return RedisServer(
+        port,
+        persistent=True,
+        data_dir=data_dir,
+        log_dir=run_dir,
+        acl=acl,
+        user="admin",
+        password=passwords["admin"],
+    )
 
 
 def _stop(args: argparse.Namespace) -> int:
@@ -122,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.port is not None and not 0 < args.port < 65536:
         _parser().error(f"--port {args.port} is not a valid port")
+    if args.acl_from_env and (args.service, args.action) != ("redis", "start"):
+        _parser().error("--acl-from-env goes with: redis start")
     Path(args.run_dir).mkdir(parents=True, exist_ok=True)
     action = {"start": _start, "stop": _stop, "status": _status}[args.action]
     try:

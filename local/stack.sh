@@ -56,11 +56,24 @@ stop_app() {
     rm -f "$RUN/$name.pid"
 }
 
+# The FRAUD_REDIS_URL of one Redis user (models.redis_acl): redis_url worker "$REDIS_WORKER_PASSWORD"
+redis_url() {
+    "$PY" -c 'import sys; from models.redis_acl import redis_url; print(redis_url(sys.argv[1], sys.argv[2], port=int(sys.argv[3])))' "$1" "$2" "$REDIS_PORT"
+}
+
 up() {
+    # Redis runs as docker compose runs it: one user per role, only the batch job may write
+    # batch models, no anonymous access (docs/security.md). The passwords are made once.
+    [[ -s "$RUN/redis-passwords" ]] || (umask 077; "$PY" -c 'import secrets; from models.redis_acl import roles; print("\n".join(f"export {r.password_variable}={secrets.token_hex(24)}" for r in roles("fraud")))' > "$RUN/redis-passwords")
+    # shellcheck source=/dev/null
+    source "$RUN/redis-passwords"
     "$PY" -m local kafka start --port "$KAFKA_PORT" --dir "$RUN/kafka"
-    "$PY" -m local redis start --port "$REDIS_PORT" --dir "$RUN/redis"
+    "$PY" -m local redis start --port "$REDIS_PORT" --dir "$RUN/redis" --acl-from-env
     export FRAUD_KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
-    export FRAUD_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+    local worker_url batch_url page_url
+    worker_url=$(redis_url worker "$REDIS_WORKER_PASSWORD")
+    batch_url=$(redis_url batch "$REDIS_BATCH_PASSWORD")
+    page_url=$(redis_url alerts-page "$REDIS_ALERTS_PAGE_PASSWORD")
     export PYTHONUNBUFFERED=1
     # Batch models are signed; the local stack makes its own key once (never a fixed default).
     if [[ -z "${FRAUD_MODEL_SIGNING_KEY:-}" ]]; then
@@ -76,12 +89,12 @@ up() {
     fi
     # --datadir keeps the worker state out of the repository root (faust defaults to ./<app>-data).
     # `python -m stream` creates the topics (labels with one partition) before Faust starts.
-    start_app worker "$PY" -m stream --datadir "$RUN/worker-data" worker -l info --web-port "$WEB_PORT"
+    start_app worker env FRAUD_REDIS_URL="$worker_url" "$PY" -m stream --datadir "$RUN/worker-data" worker -l info --web-port "$WEB_PORT"
     # Labels after ~10 s (not the 30 s default) so the demo models learn within a minute.
     start_app producer-transactions "$PY" -m producers transactions --rate 200 --label-delay 10
     start_app producer-emails "$PY" -m producers emails --rate 20 --label-delay 10
     start_app lake-sink env FRAUD_LAKE_DIR="$RUN/lake" "$PY" -m batch sink
-    start_app alerts-page "$PY" -m stream alerts-page --port "$PAGE_PORT"
+    start_app alerts-page env FRAUD_REDIS_URL="$page_url" "$PY" -m stream alerts-page --port "$PAGE_PORT"
     # A crash at import or on bad settings shows within a second or two; say so now rather
     # than print "up" over a dead worker.
     sleep 3
@@ -107,8 +120,9 @@ Local stack is up.
   alerts:   http://127.0.0.1:$PAGE_PORT/   (reviewer token: $RUN/review-token, unless FRAUD_REVIEW_TOKENS was set)
   metrics:  http://127.0.0.1:$WEB_PORT/metrics
   retrain:  FRAUD_MODEL_SIGNING_KEY=\$(cat $RUN/signing-key) FRAUD_LAKE_DIR=$RUN/lake \\
-              FRAUD_KAFKA_BOOTSTRAP=$FRAUD_KAFKA_BOOTSTRAP FRAUD_REDIS_URL=$FRAUD_REDIS_URL \\
+              FRAUD_KAFKA_BOOTSTRAP=$FRAUD_KAFKA_BOOTSTRAP FRAUD_REDIS_URL='$batch_url' \\
               $PY -m batch retrain --profile-period-s 3600
+  redis:    one user per role, passwords in $RUN/redis-passwords (redis-cli --user admin --pass ...)
   stop:     make down
 EOF
 }

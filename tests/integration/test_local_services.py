@@ -3,6 +3,7 @@ when they cannot work they say why, quickly, instead of hanging or skipping."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
 from local import KafkaBroker, RedisServer, ServiceError
+from models import redis_acl
 
 pytestmark = pytest.mark.integration
 
@@ -118,13 +120,14 @@ def test_server_that_never_gets_ready_times_out_and_is_killed(tmp_path):
     assert server.process is None
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "local", *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=60,
+        env=env,
     )
 
 
@@ -152,3 +155,43 @@ def test_cli_starts_reports_and_stops_a_detached_redis(tmp_path):
     assert stopped.returncode == 0, stopped.stderr
     assert _cli("redis", "status", *where).returncode == 1
     assert (tmp_path / "data" / "appendonlydir").is_dir()  # make up's Redis persists
+
+
+def test_make_ups_redis_has_one_user_per_role_and_no_anonymous_access(tmp_path):
+    """``make up`` starts Redis with ``--acl-from-env``: the users of ``models.redis_acl``,
+    as docker compose runs it, so only the batch job may write batch models."""
+    free = socket.create_server(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()
+    passwords = {role.user: f"{role.user}-password-0123456789" for role in redis_acl.roles("fraud")}
+    env = {
+        **os.environ,
+        "FRAUD_NAMESPACE": "fraud",
+        **{role.password_variable: passwords[role.user] for role in redis_acl.roles("fraud")},
+    }
+    where = ["--port", str(port), "--dir", str(tmp_path / "data"), "--run-dir", str(tmp_path)]
+    started = _cli("redis", "start", *where, "--acl-from-env", env=env)
+    try:
+        assert started.returncode == 0, started.stderr
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port).ping()
+        worker = redis.Redis(port=port, username="worker", password=passwords["worker"])
+        assert worker.set("fraud:served:e1", b"{}")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            worker.set("fraud:model:batch:transaction:current", b"v9")
+        batch = redis.Redis(port=port, username="batch", password=passwords["batch"])
+        assert batch.set("fraud:model:batch:transaction:current", b"v9")
+    finally:
+        stopped = _cli("redis", "stop", *where)
+    assert stopped.returncode == 0, stopped.stderr
+
+
+def test_acl_from_env_without_the_passwords_says_which_are_missing(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_")}
+    where = ["--dir", str(tmp_path / "data"), "--run-dir", str(tmp_path)]
+    started = _cli("redis", "start", *where, "--acl-from-env", env=env)
+    assert started.returncode == 1
+    assert "no password for Redis user(s)" in started.stderr and "worker" in started.stderr
+    assert "Traceback" not in started.stderr
+    misplaced = _cli("kafka", "start", *where, "--acl-from-env")
+    assert misplaced.returncode == 2 and "--acl-from-env goes with" in misplaced.stderr
