@@ -1,8 +1,9 @@
-"""Every Kafka client of the project over SASL, against a real broker that requires it.
+"""Every Kafka client of the project over SASL and TLS, against a real broker that requires it.
 
-Twice: a broker (``local.kafka.KafkaBroker`` with ``sasl_users``) with one SASL_PLAINTEXT
-listener and SASL/PLAIN, and one with a SASL_SSL listener (TLS with a certificate signed by
-a CA made for the test with openssl) and SCRAM-SHA-512 credentials. Each accepts one user.
+Three times: a broker (``local.kafka.KafkaBroker`` with ``sasl_users``) with one
+SASL_PLAINTEXT listener and SASL/PLAIN, one with a SASL_SSL listener (TLS with a certificate
+signed by a CA made for the test with openssl) and SCRAM-SHA-512 credentials, each accepting
+one user, and one with an SSL listener and no SASL (``tls`` only).
 With ``FRAUD_KAFKA_SECURITY_PROTOCOL``, ``FRAUD_KAFKA_SASL_MECHANISM``, that user's
 credentials and (TLS) ``FRAUD_KAFKA_SSL_CAFILE``: topic creation (kafka-python admin), the
 producers' publisher, the model announcement (kafka-python producers), the lake sink
@@ -12,8 +13,8 @@ changelogs, and the aiokafka consumer of model announcements) and a real alerts 
 refused at once, with a message that names the variables to check and never the password;
 over TLS, a client that does not trust the broker's CA is refused too.
 
-Not tested here: SSL without SASL, mutual TLS (the project has no client-certificate
-settings) and SCRAM-SHA-256; the unit tests check what each client is given for them.
+Not tested here: mutual TLS (the project has no client-certificate settings) and
+SCRAM-SHA-256; the unit tests check what each client is given for them.
 """
 
 from __future__ import annotations
@@ -71,19 +72,19 @@ def make_tls(base: Path) -> BrokerTls:
     return BrokerTls(certificate_chain=cert.read_text(), key=key.read_text(), ca=ca.read_text())
 
 
-@pytest.fixture(scope="module", params=["plain", "scram-tls"])
+@pytest.fixture(scope="module", params=["plain", "scram-tls", "tls"])
 def sasl_broker(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[KafkaBroker, str]]:
+    """The broker and its user's password ("" for ``tls``, which has no SASL users)."""
     base = tmp_path_factory.mktemp(f"kafka-{request.param}")
-    password = secrets.token_hex(16)
-    secure = request.param == "scram-tls"
+    password = "" if request.param == "tls" else secrets.token_hex(16)
     broker = KafkaBroker(
         data_dir=base / "data",
         log_dir=base,
-        sasl_users={USER: password},
-        scram=secure,
-        tls=make_tls(base) if secure else None,
+        sasl_users={USER: password} if password else None,
+        scram=request.param == "scram-tls",
+        tls=make_tls(base) if request.param.endswith("tls") else None,
     )
     broker.start()
     yield broker, password
@@ -93,21 +94,30 @@ def sasl_broker(
 def sasl_settings(
     broker: KafkaBroker, password: str, namespace: str, redis_url: str, **more: Any
 ) -> Settings:
+    """What a deployment sets for this broker: its protocol, the SASL user if it has users,
+    the CA if it speaks TLS."""
+    sasl = (
+        {
+            "kafka_sasl_mechanism": "SCRAM-SHA-512" if broker.scram else "PLAIN",
+            "kafka_sasl_username": USER,
+            "kafka_sasl_password": password,
+        }
+        if broker.sasl_users
+        else {}
+    )
     return Settings(
         namespace=namespace,
         kafka_bootstrap=broker.bootstrap,
         kafka_security_protocol=broker.listener,
-        kafka_sasl_mechanism="SCRAM-SHA-512" if broker.scram else "PLAIN",
-        kafka_sasl_username=USER,
-        kafka_sasl_password=password,
         kafka_ssl_cafile=str(broker.ca_file or ""),
         redis_url=redis_url,
+        **sasl,
         **more,
     )
 
 
 def send(settings: Settings, topic: str, events: Iterable[Any]) -> None:
-    """Publish with the producers' own publisher (kafka-python, over SASL)."""
+    """Publish with the producers' own publisher (kafka-python, over SASL or TLS)."""
     with Publisher.from_settings(settings, timeout_s=10) as publisher:
         for event in events:
             if isinstance(event, Label):
@@ -130,6 +140,7 @@ def read_until(
         tail.close()
 
 
+@pytest.mark.parametrize("sasl_broker", ["plain", "scram-tls"], indirect=True)
 def test_a_wrong_password_is_refused_at_once_with_a_clear_error(sasl_broker, namespace, tmp_path):
     broker, password = sasl_broker
     wrong = "not-the-password-" + secrets.token_hex(4)
@@ -162,7 +173,7 @@ def test_a_wrong_password_is_refused_at_once_with_a_clear_error(sasl_broker, nam
     assert wrong not in worker.stdout + worker.stderr
 
 
-@pytest.mark.parametrize("sasl_broker", ["scram-tls"], indirect=True)
+@pytest.mark.parametrize("sasl_broker", ["scram-tls", "tls"], indirect=True)
 def test_a_client_that_does_not_trust_the_brokers_ca_is_refused(sasl_broker, namespace):
     broker, password = sasl_broker
     untrusting = sasl_settings(broker, password, namespace, "redis://127.0.0.1:1/0").replace(
@@ -174,7 +185,7 @@ def test_a_client_that_does_not_trust_the_brokers_ca_is_refused(sasl_broker, nam
     assert time.monotonic() - started < 15
     message = str(refused.value)
     assert "certificate" in message and "FRAUD_KAFKA_SSL_CAFILE" in message, message
-    assert password not in message
+    assert not password or password not in message
 
 
 def test_every_client_authenticates_a_worker_scores_and_the_alerts_page_sends_verdicts(
@@ -207,7 +218,7 @@ def test_every_client_authenticates_a_worker_scores_and_the_alerts_page_sends_ve
             lambda v: wanted <= {decode(x, ScoredEvent).event_id for x in v} or not worker.alive(),
         )
         assert worker.alive(), worker.log_tail()
-        assert len(scored) == len(wanted), "every event scored once, over SASL"
+        assert len(scored) == len(wanted), f"every event scored once, over {broker.listener}"
 
         # A batch model announced on Kafka (kafka-python producer) reaches the worker's
         # aiokafka consumer of announcements.
