@@ -9,6 +9,7 @@ a label before the events that came before it in event time.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -40,6 +41,8 @@ class Feed:
     last_time: float = 0.0
     stopped: str | None = None
     """Why the run ended early, in words (None when it ran its course)."""
+    labels_held: int = 0
+    """Labels not sent at the end because they were stamped after ``latest_time``."""
 
     def run(self, items: Iterator[tuple[Transaction | Email, bool | None]]) -> None:
         """Publish ``(event, label)`` pairs until the pace or the items run out."""
@@ -74,13 +77,25 @@ class Feed:
                 progress.update(self.events, self.positives, self.labels.released, ts)
 
     def finish_labels(self, *, wait: bool, out: IO[str] | None = None) -> None:
-        """Send the labels still waiting: on time when ``wait`` (live mode), else at once."""
+        """Send the labels still waiting: on time when ``wait`` (live mode), else at once,
+        except those stamped after ``latest_time``: a simulated run ending near now has
+        labels due up to days later, which consumers would refuse as from the future (they
+        were dead-lettered by the thousand at the end of a simulated soak)."""
         labels, sink, topic = self.labels, self.sink, self.labels_topic
-        if not wait or not len(labels):
-            for label in labels.drain():
-                sink.publish_label(topic, label)
-            return
         out = out or sys.stderr
+        if not wait or not len(labels):
+            limit = self.latest_time if self.latest_time is not None else math.inf
+            for label in labels.due(limit):
+                sink.publish_label(topic, label)
+            if len(labels):
+                self.labels_held = len(labels)
+                print(
+                    f"{len(labels):,} labels not sent: they would arrive more than a day "
+                    "ahead of now, which consumers refuse (start the simulated clock earlier "
+                    "with --simulate-start to send them)",
+                    file=out,
+                )
+            return
         print(f"waiting for {len(labels):,} labels still due (Ctrl-C to skip)", file=out)
         try:
             while (arrival := labels.next_arrival) is not None:

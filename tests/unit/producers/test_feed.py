@@ -3,6 +3,7 @@ event time, and a run that stops when its clock runs into the future."""
 
 from __future__ import annotations
 
+import io
 import random
 from collections.abc import Iterable
 
@@ -90,3 +91,18 @@ def test_the_run_ends_with_its_items():
     feed = feed_of(Recorder(), 100, delay=1.0)
     feed.run(items(10))
     assert feed.events == 10 and feed.stopped is None
+
+
+def test_labels_due_after_the_latest_time_are_not_sent_at_the_end():
+    """A simulated run ending near now: its last labels would arrive more than a day ahead,
+    and consumers refuse those; they are held back, and the count said."""
+    sink = Recorder()
+    feed = feed_of(sink, 500, delay=3_600.0, latest_time=START + 3_000.0)
+    feed.run(items(500))
+    assert feed.stopped is None and feed.last_time < START + 3_000.0
+    out = io.StringIO()
+    feed.finish_labels(wait=False, out=out)
+    labels = [m for topic, m in sink.sent if topic == "t.labels"]
+    assert labels and all(label.timestamp <= START + 3_000.0 for label in labels)
+    assert feed.labels_held > 0 and len(labels) + feed.labels_held == 500
+    assert f"{feed.labels_held:,} labels not sent" in out.getvalue()
