@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 FETCH_MAX_WAIT_MS = 10
 """Longest a fetch that finds no new data waits at the broker (Faust hard-codes 1500 ms)."""
 POSITION_TIMEOUT_S = 5.0
+"""How long a read-again waits for a partition's position (a rebalance may be resetting it)."""
 
 
 class ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
