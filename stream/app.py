@@ -51,6 +51,9 @@ from stream.worker import RawMessage, StreamWorker
 
 log = logging.getLogger(__name__)
 
+STALL_CHECK_INTERVAL_S = 5.0
+"""How often the event partitions' consumer positions are compared with what reached the
+worker (``stream.worker.STALLED_AFTER_S``)."""
 PRODUCER_BATCH_BYTES = 512 * 1024
 CONSUMER_FETCH_BYTES = 8 * 1024 * 1024
 
@@ -432,6 +435,25 @@ def create_app(settings: Settings) -> faust.App:
     async def forget_offsets(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """A rebalance: the consumer starts each partition again from its committed offset."""
         worker.event_offsets.forget()
+
+    event_topics = {topics.events(kind) for kind in EVENT_KINDS}
+
+    @app.timer(interval=STALL_CHECK_INTERVAL_S)
+    async def read_again_what_never_came() -> None:
+        """Event partitions the consumer read past what reached the worker, with nothing
+        after it to show the gap (``stream.offsets``: ``OffsetGuard.stalled``)."""
+        try:
+            positions = {
+                (tp.topic, tp.partition): await app.consumer.position(tp)
+                for tp in app.consumer.assignment()
+                if tp.topic in event_topics
+            }
+        except Exception as exc:  # a rebalance under way: the next tick asks again
+            log.debug("no consumer positions this time: %s", exc)
+            return
+        await worker.read_again_stalled(
+            {tp: position for tp, position in positions.items() if position is not None}
+        )
 
     @app.agent(labels_topic, name="learn-labels")
     async def learn(stream: faust.StreamT[Any]) -> None:

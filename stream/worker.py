@@ -26,7 +26,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
@@ -78,6 +78,12 @@ CHECKPOINT_ATTEMPTS = 3
 
 MODEL_REFRESH_INTERVAL_S = 1.0
 """How often a worker asks Redis whether a newer online checkpoint exists."""
+
+STALLED_AFTER_S = 10.0
+"""How long an event partition's consumer may sit past what was handed to the worker, with
+nothing handed over meanwhile, before those messages are read again (``stream.offsets``).
+Buffered messages normally reach the worker within a batch's wait (``FRAUD_BATCH_WITHIN_S``);
+a read again that was not needed costs only duplicates, which replays make harmless."""
 
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 """What an unreachable Redis raises (after the client's own few quick retries)."""
@@ -344,23 +350,34 @@ class StreamWorker:
         An attempt that fails on Redis has moved no history and acknowledged nothing; the
         next one scores the events it had served already from their served features, so the
         outputs are those of a replay (the same scored event may be sent twice)."""
-        admitted = self.event_offsets.admit(messages)
+        admitted = self.event_offsets.admit(messages, time.monotonic())
         for (topic, partition), offset in admitted.rewinds.items():
-            log.warning(
-                "%s[%d]: messages from offset %d were not handed over; reading them again "
-                "(%d later ones held back)",
-                topic,
-                partition,
-                offset,
-                admitted.held,
-            )
-            metrics.OFFSET_GAPS.labels(topic).inc()
-            if self.rewind is not None:
-                await self.rewind(topic, partition, offset)
+            await self._read_again(topic, partition, offset, f"{admitted.held} later held back")
         kept = admitted.messages
         return await self._while_redis_down(
             f"scoring {len(kept)} {kind} messages", lambda: self.handle_events(kind, kept)
         )
+
+    async def read_again_stalled(self, positions: Mapping[tuple[str, int], int]) -> int:
+        """Have the event partitions read again whose consumer ``positions`` are past what
+        was handed over while nothing came for :data:`STALLED_AFTER_S`
+        (``OffsetGuard.stalled``); return how many."""
+        stalled = self.event_offsets.stalled(positions, time.monotonic(), STALLED_AFTER_S)
+        for (topic, partition), offset in stalled.items():
+            await self._read_again(topic, partition, offset, "the consumer is past them")
+        return len(stalled)
+
+    async def _read_again(self, topic: str, partition: int, offset: int, why: str) -> None:
+        log.warning(
+            "%s[%d]: messages from offset %d were not handed over; reading them again (%s)",
+            topic,
+            partition,
+            offset,
+            why,
+        )
+        metrics.OFFSET_GAPS.labels(topic).inc()
+        if self.rewind is not None:
+            await self.rewind(topic, partition, offset)
 
     async def handle_labels_retrying(self, messages: Sequence[RawMessage]) -> dict[str, int]:
         """:meth:`handle_labels`, attempted again on the same batch until Redis answers.

@@ -896,3 +896,30 @@ def test_events_handed_over_beyond_a_gap_wait_for_the_gap_to_be_read_again(names
         assert scored == {t.event_id for t in txns}
 
     asyncio.run(scenario())
+
+
+def test_events_lost_at_the_end_of_a_partition_are_read_again(namespace, redis_url, monkeypatch):
+    """The last events of a partition lost on the way: no later event shows a gap, but the
+    consumer's position is past them. After ``STALLED_AFTER_S`` with nothing handed over,
+    the partition is read again from the first one missing (CI lost 32 events this way)."""
+    monkeypatch.setattr("stream.worker.STALLED_AFTER_S", 0.2)
+    settings = Settings(namespace=namespace, redis_url=redis_url)
+    topics = Topics.for_namespace(namespace)
+    txns = [factories.transaction(n) for n in range(8)]
+    end = {(topics.transactions, 0): 8}  # the consumer fetched up to offset 7
+
+    async def scenario() -> None:
+        worker, sink = stream_worker(settings)
+        rewinds = recorded_rewinds(worker)
+        handed = raw_messages(topics.transactions, txns[:5])  # 5, 6 and 7 lost on the way
+        assert len(await worker.handle_events_retrying("transaction", handed)) == 5
+        assert await worker.read_again_stalled(end) == 0  # they may still be on their way
+        await asyncio.sleep(0.3)
+        assert await worker.read_again_stalled(end) == 1
+        assert rewinds == [(topics.transactions, 0, 5)]
+        again = raw_messages(topics.transactions, txns[5:], 5)
+        assert len(await worker.handle_events_retrying("transaction", again)) == 3
+        scored = {decode(v, ScoredEvent).event_id for v in sink.values(topics.scored)}
+        assert scored == {t.event_id for t in txns}
+
+    asyncio.run(scenario())

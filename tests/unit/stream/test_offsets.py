@@ -94,3 +94,26 @@ def test_every_offset_is_admitted_once_a_lost_run_is_read_again(size, cut, batch
         else:
             position += len(chunk)
     assert handed == list(range(size))
+
+
+def test_a_run_lost_at_the_end_is_found_by_the_consumer_position():
+    """Nothing comes after the last messages of a partition, so no gap shows: the consumer's
+    position past the next offset expected, with nothing handed over for a while, does."""
+    guard = OffsetGuard()
+    guard.admit(run("t", 3, range(0, 186)), now=100.0)
+    positions = {("t", 3): 218}  # the consumer fetched up to 217
+    assert guard.stalled(positions, now=105.0, after_s=10.0) == {}  # may still be on its way
+    assert guard.stalled(positions, now=110.0, after_s=10.0) == {("t", 3): 186}
+    assert guard.stalled(positions, now=115.0, after_s=10.0) == {}  # its clock restarted
+    guard.admit(run("t", 3, range(186, 218)), now=116.0)  # read again
+    assert guard.stalled(positions, now=200.0, after_s=10.0) == {}
+
+
+def test_a_partition_moving_along_or_caught_up_is_not_stalled():
+    guard = OffsetGuard()
+    guard.admit(run("t", 0, range(0, 10)), now=0.0)
+    assert guard.stalled({("t", 0): 10}, now=60.0, after_s=10.0) == {}  # all handed over
+    guard.admit(run("t", 0, range(10, 20)), now=59.0)
+    assert guard.stalled({("t", 0): 30}, now=60.0, after_s=10.0) == {}  # handed over lately
+    guard.forget()
+    assert guard.stalled({("t", 0): 30}, now=600.0, after_s=10.0) == {}  # nothing known
