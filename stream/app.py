@@ -444,7 +444,7 @@ def create_app(settings: Settings) -> faust.App:
         after it to show the gap (``stream.offsets``: ``OffsetGuard.stalled``)."""
         try:
             positions = {
-                (tp.topic, tp.partition): await app.consumer.position(tp)
+                (tp.topic, tp.partition): await asyncio.wait_for(app.consumer.position(tp), 5.0)
                 for tp in app.consumer.assignment()
                 if tp.topic in event_topics
             }
