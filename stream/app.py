@@ -434,7 +434,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.on_partitions_revoked.connect
     async def forget_offsets(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """A rebalance: the consumer starts each partition again from its committed offset."""
-        worker.event_offsets.forget()
+        worker.offsets.forget()
 
     event_topics = {topics.events(kind) for kind in EVENT_KINDS}
 

@@ -26,8 +26,9 @@ A run lost at the end of a partition's traffic has no later message to show it:
 nothing came for a while (CI lost partition 3's last 32 events of the kill-a-worker test that
 way, after the guard above was in). What the guard knows is what it was handed since the
 last rebalance (:meth:`forget`): a message lost before the first one handed to it after a
-rebalance is not seen. The labels partition has its own guard,
-anchored to the checkpoint (``StreamWorker._up_to_gap``).
+rebalance is not seen. The labels partition goes through the same guard, anchored to the
+online checkpoint's label offset (``StreamWorker._up_to_gap``): a label learned beyond a
+skipped one would move that offset past it for good.
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ class OffsetGuard:
         """A rebalance: every partition starts again from wherever the consumer does."""
         self._next.clear()
         self._moved_at.clear()
+
+    def expect(self, tp: Partition, offset: int) -> None:
+        """The next message of ``tp`` must be ``offset``, whatever came before: an anchor
+        kept elsewhere (the labels' checkpoint offset)."""
+        self._next[tp] = offset
 
     def stalled(
         self, positions: Mapping[Partition, int], now: float, after_s: float

@@ -816,19 +816,37 @@ def test_an_alert_lost_with_its_worker_is_sent_again_by_the_replay(namespace, re
     asyncio.run(scenario())
 
 
+def labelled_transactions(
+    namespace: str, redis_url: str, n: int
+) -> tuple[Settings, Topics, list[Any], list[Label]]:
+    """Settings of a namespace, its topics, ``n`` transactions and a label for each."""
+    txns = [factories.transaction(i) for i in range(n)]
+    labels = [factories.label(t.event_id, "transaction", t.amount > 40) for t in txns]
+    settings = Settings(namespace=namespace, redis_url=redis_url)
+    return settings, Topics.for_namespace(namespace), txns, labels
+
+
+async def learner_with_events_scored(
+    settings: Settings, txns: Sequence[Any]
+) -> tuple[StreamWorker, list[tuple[str, int, int]]]:
+    """A worker that scored ``txns`` (offsets 0..), with its rewinds recorded: where a label
+    test starts."""
+    worker, _ = stream_worker(settings)
+    rewinds = recorded_rewinds(worker)
+    await worker.handle_events(
+        "transaction", raw_messages(Topics.for_namespace(settings.namespace).transactions, txns)
+    )
+    return worker, rewinds
+
+
 def test_a_label_skipped_by_the_consumer_is_read_again_not_lost(namespace, redis_url):
     """Faust can hand the learner a label beyond one it skipped around a rebalance. Learned,
     it would move the checkpoint's offset past the skipped label for good; the learner
     stops at the gap and has the labels read again from there."""
-    settings = Settings(namespace=namespace, redis_url=redis_url)
-    topics = Topics.for_namespace(namespace)
-    txns = [factories.transaction(n) for n in range(10)]
-    labels = [factories.label(t.event_id, "transaction", t.amount > 40) for t in txns]
+    settings, topics, txns, labels = labelled_transactions(namespace, redis_url, 10)
 
     async def scenario() -> None:
-        worker, _ = stream_worker(settings)
-        rewinds = recorded_rewinds(worker)
-        await worker.handle_events("transaction", raw_messages(topics.transactions, txns))
+        worker, rewinds = await learner_with_events_scored(settings, txns)
         counts = await worker.handle_labels(raw_messages(topics.labels, labels[:5]))
         assert counts["learned"] == 5 and rewinds == []
         skipped = await worker.handle_labels(raw_messages(topics.labels, labels[6:], 6))
@@ -851,15 +869,10 @@ def test_a_label_skipped_by_the_consumer_is_read_again_not_lost(namespace, redis
 def test_a_label_skipped_before_the_first_checkpoint_is_read_again(namespace, redis_url):
     """The learner's first batch has no checkpoint offset to follow on from: its own first
     offset is the anchor, and a label skipped inside it is read again, not lost."""
-    settings = Settings(namespace=namespace, redis_url=redis_url)
-    topics = Topics.for_namespace(namespace)
-    txns = [factories.transaction(n) for n in range(8)]
-    labels = [factories.label(t.event_id, "transaction", t.amount > 40) for t in txns]
+    settings, topics, txns, labels = labelled_transactions(namespace, redis_url, 8)
 
     async def scenario() -> None:
-        worker, _ = stream_worker(settings)
-        rewinds = recorded_rewinds(worker)
-        await worker.handle_events("transaction", raw_messages(topics.transactions, txns))
+        worker, rewinds = await learner_with_events_scored(settings, txns)
         first = raw_messages(topics.labels, labels[:3]) + raw_messages(topics.labels, labels[4:], 4)
         counts = await worker.handle_labels(first)  # label 3 skipped by the consumer
         assert counts["learned"] == 3 and counts["ahead"] == 4
