@@ -94,6 +94,11 @@ def plumbing_topic(namespace: str) -> str:
     return f"{namespace}.plumbing.v1"
 
 
+def inbox_plumbing_topic(namespace: str) -> str:
+    """Output of :mod:`benchmarks.plumbing_inbox` (one message per step, holding its size)."""
+    return f"{namespace}.plumbing-inbox.v1"
+
+
 def workdir(cleanup: contextlib.ExitStack, path: Path | None) -> Path:
     """``path`` (created if needed) for logs and data, or a temporary folder that ``cleanup``
     removes: ``--workdir`` keeps a run's logs, the default leaves nothing behind."""

@@ -15,6 +15,9 @@ floor
 Faust alone
     :mod:`benchmarks.plumbing`: the worker's Faust app and ``take_events`` batching with an
     agent that does nothing: the most any agent built this way can move here.
+inboxes alone
+    :mod:`benchmarks.plumbing_inbox`: the worker's own input path (``stream.inbox``,
+    ``stream.app.consume``) with steps that do nothing: the most this worker can move here.
 worker
     The real ``python -m stream worker`` in a subprocess, started once the events are on
     the topic: tables with changelogs, Redis, scored events (and alerts) out.
@@ -217,6 +220,13 @@ def main(argv: list[str]) -> int:
         )
         # The baselines run after the worker; each is listed above the runs before it.
         baselines = (
+            (
+                "benchmarks.plumbing_inbox",
+                "plumbing-inbox",
+                "inboxes alone: the worker's input path, no work",
+                stack.inbox_plumbing_topic(settings.namespace),
+                True,
+            ),
             (
                 "benchmarks.plumbing",
                 "plumbing",

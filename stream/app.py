@@ -1,4 +1,4 @@
-"""The Faust application: topics, tables and three thin agents around :class:`StreamWorker`.
+"""The Faust application: topics, tables and three thin step loops around :class:`StreamWorker`.
 
 Start a worker with::
 
@@ -16,12 +16,17 @@ same murmur2 partitioner, and it can be written once per batch rather than per e
 and values are bytes (``key_type=bytes`` makes Faust use the raw codec); the worker encodes
 histories as JSON itself.
 
-Faust's per-message machinery is most of a worker's cost (docs/benchmarks.md), so around the
-agents: a step's outputs, table changelog writes included, leave as one record batch per
-partition (:class:`BatchSink`, :class:`ChangelogTable`); Faust's Prometheus monitor skips its
-per-event updates (:class:`StepMonitor`); the consumer fetches 8 MiB per partition and waits
-at most 10 ms for an empty fetch (:class:`App`); the start-up heap is frozen out of the cyclic
-garbage collector's scans. Outputs, offsets and guarantees are those of plain Faust.
+Faust's per-message machinery was most of a worker's cost (docs/benchmarks.md), so the
+worker takes its input in batches around it: each input topic's fetched records go to an
+inbox a fetch at a time (``stream.inbox``, ``stream.transport``) and a loop per topic hands
+them to the worker a step at a time (:func:`consume`), where Faust's agents and streams
+handed over one event at a time. Faust still runs the rest: the consumer group and its
+rebalances, the tables and their changelogs, commits of what the loops acknowledged, timers,
+the web server. A step's outputs, table changelog writes included, leave as one record batch
+per partition (:class:`BatchSink`, :class:`ChangelogTable`); Faust's Prometheus monitor skips
+its per-event updates (:class:`StepMonitor`); the consumer fetches 8 MiB per partition and
+waits at most 10 ms for an empty fetch (:class:`App`); the start-up heap is frozen out of the
+cyclic garbage collector's scans. Outputs, offsets and guarantees are those of plain Faust.
 """
 
 from __future__ import annotations
@@ -30,14 +35,14 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from typing import Any, cast
 
 import aiokafka
 import faust
 import redis.asyncio as aioredis
 from faust.sensors.prometheus import PrometheusMonitor, setup_prometheus_sensors
-from faust.types import TP
+from faust.types import TP, Message
 
 from models import kafka_security
 from models.events import InvalidEvent, ModelUpdate, decode
@@ -46,7 +51,8 @@ from models.settings import Settings
 from models.topology import topic_partitions
 from stream import lag, metrics
 from stream.batch_models import BatchModels
-from stream.transport import Transport
+from stream.inbox import Inbox
+from stream.transport import Consumer, Transport
 from stream.worker import RawMessage, StreamWorker
 
 log = logging.getLogger(__name__)
@@ -56,12 +62,14 @@ STALL_CHECK_INTERVAL_S = 5.0
 worker (``stream.worker.STALLED_AFTER_S``)."""
 PRODUCER_BATCH_BYTES = 512 * 1024
 CONSUMER_FETCH_BYTES = 8 * 1024 * 1024
+INBOX_STEPS = 4
+"""Steps' worth of messages an inbox holds before the fetching waits for the worker."""
 
 
 class BatchSink:
     """Sends the worker's outputs as Kafka record batches, one step's worth at a time.
 
-    ``send`` only collects; the agent awaits :meth:`flush` at the end of each step, which
+    ``send`` only collects; the step loop awaits :meth:`flush` at the end of each step, which
     hands the messages to the app's aiokafka producer as one record batch per topic partition
     (``send_batch``) and returns without waiting for delivery, as ``send_soon`` did. Faust's
     ``send_soon`` instead queues each message for a task that publishes them one at a time
@@ -245,19 +253,18 @@ def setup_metrics(app: faust.App) -> None:
     app.monitor = StepMonitor(metrics=cast(Any, app.monitor)._metrics)
 
 
-def _raw(events: Any) -> list[RawMessage]:
-    return [
-        RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.value)
-        for e in events
-    ]
+def _raw(messages: Sequence[Message]) -> list[RawMessage]:
+    """The worker's view of the messages; a message without a value (a tombstone) has an
+    empty one, which the worker dead-letters as undecodable."""
+    return [RawMessage(m.topic, m.partition, m.offset, m.key, m.value or b"") for m in messages]
 
 
 _heap_settled = False
 
 
 def _settle_heap() -> None:
-    """Once, when the agents start: collect, then freeze what exists into the collector's
-    permanent generation.
+    """Once, when the worker starts consuming: collect, then freeze what exists into the
+    collector's permanent generation.
 
     Everything allocated by then (modules, Faust, River, aiokafka, the app) lives as long as
     the process, yet each full collection of the cyclic garbage collector scanned all of it:
@@ -271,11 +278,52 @@ def _settle_heap() -> None:
         gc.freeze()
 
 
-def _batches(stream: faust.StreamT[Any], size: int, within_s: float) -> AsyncIterator[Any]:
-    """Batches of Faust events (with their Kafka metadata), acknowledged after each step.
+async def consume(
+    app: faust.App,
+    inbox: Inbox[Message],
+    size: int,
+    within_s: float,
+    handle: Callable[[list[RawMessage]], Awaitable[Any]],
+    after_step: Callable[[], Awaitable[None]],
+) -> None:
+    """Hand an input topic's messages to ``handle`` a step at a time, for good: what a Faust
+    agent over ``stream.take_events(size, within_s)`` did, without the per-event stream.
 
-    ``take_events`` lives on the concrete Stream class, not on the ``StreamT`` interface."""
-    return cast(faust.Stream[Any], stream).take_events(size, within_s)
+    Nothing is taken while Faust's flow is stopped (a rebalance: what waits in the inbox is
+    dropped and read again, see ``forget_offsets``). The messages of a step are tracked as
+    Faust tracks a stream's (a rebalance waits for them), and acknowledged once ``handle``
+    and ``after_step`` are done, so Faust commits past them only then. A step that raises
+    is logged and its messages go to the dead-letter topic with the error: a bug must
+    neither stop the worker nor lose the events.
+    """
+    consumer = cast(Consumer, app.consumer)
+    # When each partition last reached a step: what a stream notes per event, and what
+    # Faust's warnings of a stream that stopped taking events read.
+    inbound_time = app.monitor.stream_inbound_time
+    while True:
+        if not consumer.flow_active:
+            await consumer.can_resume_flow.wait()
+        messages = await inbox.take(size, within_s)
+        if not consumer.flow_active:
+            inbox.put_back(messages)
+            continue
+        for message in messages:
+            consumer.track_message(message)
+        now = time.monotonic()
+        for message in messages:
+            inbound_time[message.tp] = now
+        raw = _raw(messages)
+        try:
+            await handle(raw)
+        except Exception as exc:
+            log.exception("a step of %d %s messages failed", len(raw), inbox.topic)
+            worker = cast(StreamWorker, app.fraud_worker)  # type: ignore[attr-defined]
+            for raw_message in raw:
+                worker.dead_letter(raw_message, f"the worker failed on it ({type(exc).__name__})")
+        finally:
+            await after_step()
+            for message in messages:
+                consumer.ack(message)
 
 
 class App(faust.App):
@@ -409,22 +457,55 @@ def create_app(settings: Settings) -> faust.App:
     for kind, history in histories.items():
         history.export_size(kind)
     worker = StreamWorker(settings, sink, dict(histories), redis)
+    app.fraud_worker = worker  # type: ignore[attr-defined]
 
-    def events_agent(kind: EventKind) -> Any:
-        async def score(stream: faust.StreamT[Any]) -> None:
+    # The input topics: subscribed through Faust's conductor (as an agent's would be), read
+    # through inboxes (see ``consume``).
+    for topic in (*sources.values(), labels_topic):
+        app.topics.add(topic)
+    inboxes: dict[str, Inbox[Message]] = {
+        topics.events(kind): Inbox(topics.events(kind), INBOX_STEPS * settings.batch_size)
+        for kind in EVENT_KINDS
+    }
+    inboxes[topics.labels] = Inbox(topics.labels, INBOX_STEPS * settings.checkpoint_every_labels)
+    app.inboxes = inboxes  # type: ignore[attr-defined]
+
+    def score_loop(kind: EventKind) -> None:
+        async def score() -> None:
             _settle_heap()
-            batches = _batches(stream, settings.batch_size, settings.batch_within_s)
-            async for events in batches:
-                try:
-                    await worker.handle_events_retrying(kind, _raw(events))
-                finally:
-                    await sink.flush()  # what a failed step sent still goes, as with send_soon
+
+            async def handle(messages: list[RawMessage]) -> None:
+                await worker.handle_events_retrying(kind, messages)
+
+            await consume(
+                app,
+                inboxes[topics.events(kind)],
+                settings.batch_size,
+                settings.batch_within_s,
+                handle,
+                sink.flush,  # what a failed step sent still goes, as with send_soon
+            )
 
         score.__name__ = f"score_{kind}s"
-        return app.agent(sources[kind], name=f"score-{kind}s", sink=None)(score)
+        app.task(score)
 
     for kind in EVENT_KINDS:
-        events_agent(kind)
+        score_loop(kind)
+
+    @app.task
+    async def learn() -> None:
+        async def handle(messages: list[RawMessage]) -> None:
+            counts = await worker.handle_labels_retrying(messages)
+            log.info("labels: %s", counts)
+
+        await consume(
+            app,
+            inboxes[topics.labels],
+            settings.checkpoint_every_labels,
+            settings.checkpoint_interval_s,
+            handle,
+            sink.flush,
+        )
 
     async def rewind(topic: str, partition: int, offset: int) -> None:
         await app.consumer.seek(TP(topic, partition), offset)
@@ -433,8 +514,15 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.on_partitions_revoked.connect
     async def forget_offsets(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        """A rebalance: the consumer starts each partition again from its committed offset."""
+        """A rebalance: the consumer starts each partition again from its committed offset,
+        and what waits in the inboxes is dropped and read again from where it starts (a
+        partition with no committed offset would not be)."""
         worker.offsets.forget()
+        consumer = cast(Any, app.consumer)
+        for inbox in inboxes.values():
+            dropped = inbox.clear()
+            if dropped:
+                await consumer.read_again(dropped)
 
     event_topics = {topics.events(kind) for kind in EVENT_KINDS}
 
@@ -454,16 +542,6 @@ def create_app(settings: Settings) -> faust.App:
         await worker.read_again_stalled(
             {tp: position for tp, position in positions.items() if position is not None}
         )
-
-    @app.agent(labels_topic, name="learn-labels")
-    async def learn(stream: faust.StreamT[Any]) -> None:
-        batches = _batches(stream, settings.checkpoint_every_labels, settings.checkpoint_interval_s)
-        async for events in batches:
-            try:
-                counts = await worker.handle_labels_retrying(_raw(events))
-            finally:
-                await sink.flush()
-            log.info("labels: %s", counts)
 
     @app.task
     async def follow_model_updates() -> None:
@@ -486,7 +564,6 @@ def create_app(settings: Settings) -> faust.App:
         await consumer_lag.refresh(app.consumer)
 
     setup_metrics(app)
-    app.fraud_worker = worker  # type: ignore[attr-defined]
     return app
 
 

@@ -1,5 +1,10 @@
 """Each event partition's offsets follow on from each other, or the worker reads them again.
 
+The losses below were Faust's streams'. The worker's input no longer goes through them
+(``stream.inbox``), and what its inbox drops at a rebalance is read again on purpose; the
+guard stays as the check that nothing between Kafka and the scorer skips an offset, whatever
+the cause.
+
 Faust can hand a stream a message beyond others of the same partition that it dropped on the
 way, around a rebalance: its consumer cancels the delivery of a message when the flow stops
 (``wait_first(callback(message), suspend_flow.wait())``) and still marks it read, clears the

@@ -5,6 +5,8 @@
   broker restarting) is written once, so an alert reaches the alerts topic once.
 - The consumer reads again what Faust fetched and did not hand over
   (:meth:`Consumer.getmany`).
+- The records of the worker's input topics go to their ``stream.inbox.Inbox`` a fetch at a
+  time, not to Faust's streams one message at a time (:meth:`Consumer._drain_messages`).
 
 The last one closes a hole through which a worker taking over partitions lost records for
 good. A fetch can return while a rebalance has stopped Faust's flow: Faust then hands over
@@ -25,10 +27,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, cast
 
+from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, Message
+from mode import Service
+
+from stream.inbox import Inbox
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,13 @@ class ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
 
 
 class Consumer(aiokafka_driver.Consumer):
+    @property
+    def inboxes(self) -> Mapping[str, Inbox[Message]]:
+        """Input topics whose records go to an inbox (the app's ``inboxes``, set by
+        ``stream.app``); the records of other topics take Faust's way."""
+        inboxes: Mapping[str, Inbox[Message]] = getattr(self.app, "inboxes", {})
+        return inboxes
+
     def _new_consumer_thread(self) -> aiokafka_driver.AIOKafkaConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -87,6 +100,91 @@ class Consumer(aiokafka_driver.Consumer):
                 yield tp, self._to_message(tp, record)
         if dropped:
             await self._read_again(dropped)
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        """Faust's fetch loop, except that the records of a topic with an inbox go to it a
+        fetch at a time (:meth:`_hand_over`) instead of one ``wait_first`` each through the
+        conductor to a stream. Every record still goes through Faust's read-offset check:
+        a record read already is skipped, and a gap in the offsets is noted so that commits
+        can pass it."""
+        inboxes = self.inboxes
+        callback = self.callback
+        consumer_should_stop = cast(Service, self)._stopped.is_set
+        fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
+        is_new = self._note_read
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                ait = self.getmany(timeout=1.0)
+                await asyncio.sleep(0)  # as Faust: getmany may not give the loop a turn
+                if self.should_stop:
+                    continue
+                fetched: dict[str, list[Message]] = {}
+                since_yield = 0
+                async for tp, message in ait:
+                    inbox = inboxes.get(tp.topic)
+                    if inbox is not None:
+                        if await is_new(tp, message):
+                            self._read_offset[tp] = message.offset
+                            batch = fetched.get(tp.topic)
+                            if batch is None:
+                                batch = fetched[tp.topic] = []
+                            batch.append(message)
+                        continue
+                    since_yield += 1
+                    if since_yield > 100:
+                        await asyncio.sleep(0)
+                        since_yield = 0
+                    if await is_new(tp, message):
+                        await self.wait_first(callback(message), self.suspend_flow.wait())
+                        self._read_offset[tp] = message.offset
+                for topic, messages in fetched.items():
+                    await self._hand_over(inboxes[topic], messages)
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _note_read(self, tp: TP, message: Message) -> bool:
+        """Faust's bookkeeping of a fetched record before it is handed over: False for a
+        record read already; a gap in the offsets is noted (commits pass over it), and every
+        ``broker_commit_every`` acknowledgements commit. The caller moves the read offset."""
+        offset = message.offset
+        read = self._read_offset[tp]
+        if read is not None and offset < read:
+            return False
+        if read and offset - read > 1 and self.app.topics.acks_enabled_for(message.topic):
+            await self._add_gap(tp, read + 1, offset)
+        if self._commit_every is not None and self._n_acked >= self._commit_every:
+            self._n_acked = 0
+            await self.commit()
+        return True
+
+    async def _hand_over(self, inbox: Inbox[Message], messages: list[Message]) -> None:
+        """Put one fetch's records of a topic in its inbox, once it has room; if the flow
+        stops first (a rebalance), read them again instead."""
+        while self.flow_active and not inbox.has_room():
+            await self.wait_first(inbox.wait_for_room(), self.suspend_flow.wait())
+        if self.flow_active:
+            inbox.put(messages)
+            return
+        first: dict[TP, int] = {}
+        for message in messages:
+            first.setdefault(message.tp, message.offset)
+        await self._read_again(first)
+
+    async def read_again(self, dropped: Mapping[tuple[str, int], int]) -> None:
+        """:meth:`_read_again` by (topic, partition): what an inbox dropped."""
+        await self._read_again({TP(topic, p): offset for (topic, p), offset in dropped.items()})
 
     async def _read_again(self, dropped: Mapping[TP, int]) -> None:
         """Seek each partition back to the first record dropped, unless it no longer is

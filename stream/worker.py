@@ -1,6 +1,6 @@
 """What a stream worker does with a batch of raw messages, between Kafka, Redis and the scorer.
 
-The Faust agents in ``stream.app`` are thin: they hand each batch of raw messages to a
+The step loops in ``stream.app`` are thin: they hand each batch of raw messages to a
 :class:`StreamWorker`, which
 
 * decodes and validates every message, sending what is invalid to the dead-letter topic with
@@ -399,9 +399,8 @@ class StreamWorker:
     ) -> T:
         """``attempt()`` until it does not fail for want of Redis, pausing between attempts.
 
-        Without this the error would crash the Faust agent: its batch would be acknowledged
-        unprocessed, and the restarted agent receives nothing more (the worker looks alive
-        and scores nothing)."""
+        Without this the error would fail the step: its messages would go to the dead-letter
+        topic (``stream.app.consume``) while Redis is only restarting."""
         pause = 0.1
         failed = False
         while True:

@@ -9,15 +9,18 @@ a whole changelog recovery before this change (``tests/integration/test_faults.p
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
 from faust.types import TP
 
+from stream.inbox import Inbox
 from stream.transport import Consumer
 
 EVENTS = TP("ns.transactions.v1", 0)
+EVENTS_1 = TP("ns.transactions.v1", 1)
 LABELS = TP("ns.labels.v1", 0)
 CHANGELOG = TP("ns-scorer-transaction-history-changelog", 0)
 
@@ -158,3 +161,128 @@ def test_a_seek_only_ever_moves_back():
     consumer.assigned = {EVENTS}  # LABELS went to another worker
     assert drain(consumer) == []
     assert consumer.sought == {}
+
+
+# --------------------------------------------------------------- the fetch loop and inboxes
+
+
+@dataclass(frozen=True)
+class Msg:
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def tp(self) -> TP:
+        return TP(self.topic, self.partition)
+
+
+class FakeFetchLoop(Consumer):
+    """The consumer's fetch loop (``_drain_messages``) over scripted fetches, with the
+    inboxes of ``stream.app`` and Faust's per-message callback recorded."""
+
+    should_stop = False  # type: ignore[assignment]
+    consumer_stopped_errors = ()
+
+    def __init__(self, fetches: list[list[Msg]], inbox_capacity: int = 100) -> None:
+        self.fetches = list(fetches)
+        self.flow_active = True
+        self.suspend_flow = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self.diag = SimpleNamespace(set_flag=lambda flag: None, unset_flag=lambda flag: None)
+        self._read_offset: dict[TP, int | None] = defaultdict(lambda: None)
+        self._commit_every = None
+        self._n_acked = 0
+        self.gaps: list[tuple[TP, int, int]] = []
+        self.called_back: list[Msg] = []
+        self.sought: dict[TP, int] = {}
+        self.app = SimpleNamespace(
+            inboxes={EVENTS.topic: Inbox(EVENTS.topic, inbox_capacity)},
+            topics=SimpleNamespace(acks_enabled_for=lambda topic: True),
+        )
+        self.on_fetch: Any = lambda n: None
+        """Called before each fetch is handed over: a test changes Faust's state from it."""
+
+    async def callback(self, message: Any) -> None:  # type: ignore[override]
+        self.called_back.append(message)
+
+    async def wait_first(self, *coros: Any, timeout: Any = None) -> Any:
+        tasks = [asyncio.ensure_future(c) for c in coros]
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        return done
+
+    async def getmany(self, timeout: float) -> Any:
+        if not self.fetches:
+            self._stopped.set()
+            return
+        self.on_fetch(len(self.fetches))
+        for message in self.fetches.pop(0):
+            yield message.tp, message
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        self.gaps.append((tp, offset_from, offset_to))
+
+    def assignment(self) -> set[TP]:
+        return {EVENTS, CHANGELOG}
+
+    async def position(self, tp: TP) -> int | None:
+        return 10_000
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        self.sought[partition] = offset
+        self._read_offset[partition] = offset
+
+
+def msgs(tp: TP, first: int, n: int) -> list[Msg]:
+    return [Msg(tp.topic, tp.partition, offset) for offset in range(first, first + n)]
+
+
+def run_loop(consumer: FakeFetchLoop) -> list[tuple[int, int]]:
+    """Run the fetch loop over the scripted fetches; return what its inbox holds then."""
+
+    async def run() -> list[tuple[int, int]]:
+        fetcher = SimpleNamespace(_stopped=asyncio.Event())
+        await asyncio.wait_for(consumer._drain_messages(fetcher), 5)
+        inbox = consumer.app.inboxes[EVENTS.topic]
+        taken = await inbox.take(len(inbox), 0) if len(inbox) else []
+        return [(m.partition, m.offset) for m in taken]
+
+    return asyncio.run(run())
+
+
+def test_an_inbox_topic_goes_to_its_inbox_a_fetch_at_a_time_other_topics_one_by_one():
+    fetch = [*msgs(EVENTS, 0, 3), *msgs(CHANGELOG, 40, 2), *msgs(EVENTS_1, 7, 2)]
+    consumer = FakeFetchLoop([fetch])
+    assert run_loop(consumer) == [(0, 0), (0, 1), (0, 2), (1, 7), (1, 8)]
+    assert [m.offset for m in consumer.called_back] == [40, 41]
+    assert consumer.sought == {}
+
+
+def test_records_read_already_are_skipped_and_a_gap_is_noted_for_commits():
+    """Faust's read-offset check, kept for the inbox's records: a record before the last one
+    read is not handed over again (the last one itself is, as in Faust: the worker takes it
+    as a replay); a jump forward is recorded so commits can pass it."""
+    consumer = FakeFetchLoop([msgs(EVENTS, 5, 3), [*msgs(EVENTS, 6, 2), *msgs(EVENTS, 12, 1)]])
+    assert run_loop(consumer) == [(0, 5), (0, 6), (0, 7), (0, 7), (0, 12)]
+    assert consumer.gaps == [(EVENTS, 8, 12)]
+
+
+def test_a_fetch_waits_for_room_in_the_inbox_and_is_read_again_if_the_flow_stops_meanwhile():
+    """The worker is behind (the inbox is full) when a rebalance stops the flow: the waiting
+    fetch is not put in the inbox but sought back to, to be read again."""
+    consumer = FakeFetchLoop([msgs(EVENTS, 0, 4), msgs(EVENTS, 4, 3)], inbox_capacity=2)
+
+    def stop_the_flow_later(fetches_left: int) -> None:
+        if fetches_left == 1:
+
+            def stop() -> None:
+                consumer.flow_active = False
+                consumer.suspend_flow.set()
+
+            asyncio.get_running_loop().call_later(0.05, stop)
+
+    consumer.on_fetch = stop_the_flow_later
+    assert run_loop(consumer) == [(0, 0), (0, 1), (0, 2), (0, 3)]
+    assert consumer.sought == {EVENTS: 4}

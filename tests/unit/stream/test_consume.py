@@ -1,0 +1,145 @@
+"""``stream.app.consume``: the loop that hands an inbox's messages to the worker a step at a
+time, in Faust's place. Faust's consumer and monitor are faked (what the loop calls of them
+is recorded); the real ones are in the integration tests, the rebalances in
+``tests/integration/test_faults.py``."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from faust.types import TP
+
+from stream.app import consume
+from stream.inbox import Inbox
+from stream.worker import RawMessage
+
+TOPIC = "ns.transactions.v1"
+
+
+@dataclass(frozen=True)
+class Msg:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None = b"card"
+    value: bytes | None = b"{}"
+
+    @property
+    def tp(self) -> TP:
+        return TP(self.topic, self.partition)
+
+
+@dataclass
+class Recorder:
+    """Faust's consumer, its monitor and the worker, as far as the loop uses them."""
+
+    calls: list[tuple[str, int]] = field(default_factory=list)
+    flow_active: bool = True
+    can_resume_flow: asyncio.Event = field(default_factory=asyncio.Event)
+    dead: list[tuple[int, str]] = field(default_factory=list)
+    stream_inbound_time: dict[TP, float] = field(default_factory=dict)
+
+    def track_message(self, message: Msg) -> None:
+        self.calls.append(("track", message.offset))
+
+    def ack(self, message: Msg) -> None:
+        self.calls.append(("ack", message.offset))
+
+    def dead_letter(self, message: RawMessage, reason: str) -> None:
+        self.dead.append((message.offset, reason))
+
+
+def messages(first: int, n: int) -> list[Msg]:
+    return [Msg(TOPIC, 0, offset) for offset in range(first, first + n)]
+
+
+async def run_loop(
+    recorder: Recorder, inbox: Inbox[Any], handle: Any, until: Any, size: int = 3
+) -> None:
+    app = SimpleNamespace(consumer=recorder, monitor=recorder, fraud_worker=recorder)
+
+    async def after_step() -> None:
+        recorder.calls.append(("flush", 0))
+
+    loop = asyncio.create_task(consume(app, inbox, size, 0.0, handle, after_step))  # type: ignore[arg-type]
+    try:
+        for _ in range(500):
+            if until():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"the loop never got there: {recorder.calls}")
+    finally:
+        loop.cancel()
+
+
+def test_a_step_is_tracked_handled_flushed_then_acknowledged_in_that_order():
+    recorder = Recorder()
+    handled: list[list[tuple[int, bytes]]] = []
+
+    async def handle(raw: list[RawMessage]) -> None:
+        recorder.calls.append(("handle", len(raw)))
+        handled.append([(m.offset, m.value) for m in raw])
+
+    async def run() -> None:
+        inbox: Inbox[Any] = Inbox(TOPIC, capacity=10)
+        inbox.put([*messages(0, 2), Msg(TOPIC, 0, 2, value=None)])
+        await run_loop(recorder, inbox, handle, until=lambda: ("ack", 2) in recorder.calls)
+
+    asyncio.run(run())
+    assert recorder.calls == [
+        ("track", 0), ("track", 1), ("track", 2), ("handle", 3), ("flush", 0),
+        ("ack", 0), ("ack", 1), ("ack", 2),
+    ]  # fmt: skip
+    assert handled == [[(0, b"{}"), (1, b"{}"), (2, b"")]]  # a tombstone: empty, dead-lettered
+    assert list(recorder.stream_inbound_time) == [TP(TOPIC, 0)]  # Faust's stalled-stream check
+
+
+def test_a_step_that_raises_goes_to_the_dead_letter_topic_and_the_loop_goes_on():
+    recorder = Recorder()
+    steps: list[int] = []
+
+    async def handle(raw: list[RawMessage]) -> None:
+        steps.append(raw[0].offset)
+        if raw[0].offset == 0:
+            raise KeyError("a bug")
+
+    async def run() -> None:
+        inbox: Inbox[Any] = Inbox(TOPIC, capacity=10)
+        inbox.put(messages(0, 5))
+        await run_loop(recorder, inbox, handle, until=lambda: ("ack", 4) in recorder.calls)
+
+    asyncio.run(run())
+    assert steps == [0, 3]
+    assert recorder.dead == [(offset, "the worker failed on it (KeyError)") for offset in range(3)]
+    assert [offset for call, offset in recorder.calls if call == "ack"] == [0, 1, 2, 3, 4]
+
+
+def test_nothing_is_taken_while_the_flow_is_stopped():
+    """A rebalance stops the flow: the messages stay in the inbox (the revocation drops
+    them and reads them again); once the flow resumes they are handled."""
+    recorder = Recorder(flow_active=False)
+    handled: list[int] = []
+
+    async def handle(raw: list[RawMessage]) -> None:
+        handled.extend(m.offset for m in raw)
+
+    async def run() -> tuple[list[int], int]:
+        inbox: Inbox[Any] = Inbox(TOPIC, capacity=10)
+        inbox.put(messages(0, 2))
+
+        async def resume_later() -> tuple[list[int], int]:
+            await asyncio.sleep(0.2)
+            seen = (list(handled), len(inbox))
+            recorder.flow_active = True
+            recorder.can_resume_flow.set()
+            return seen
+
+        resumer = asyncio.create_task(resume_later())
+        await run_loop(recorder, inbox, handle, until=lambda: handled == [0, 1])
+        return await resumer
+
+    before_resume = asyncio.run(run())
+    assert before_resume == ([], 2)
