@@ -20,7 +20,7 @@ event -> on Kafka, on Kafka -> scored
 The worker starts first and is warmed up with a probe event; events of the first
 ``--warmup`` seconds are still left out of the percentiles (reported separately).
 
-Usage: ``python -m benchmarks latency [--rate 5000] [--duration 40] [--within 0.02]``.
+Usage: ``python -m benchmarks latency [--rate 5000] [--duration 40] [--within 0.01]``.
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--within",
         type=float,
-        help="FRAUD_BATCH_WITHIN_S for the worker (default: the settings' 0.02 s)",
+        help="FRAUD_BATCH_WITHIN_S for the worker (default: the settings' 0.01 s)",
     )
     parser.add_argument(
         "--bootstrap-servers", metavar="HOST:PORT", help="use this broker instead of starting one"

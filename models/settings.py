@@ -125,7 +125,7 @@ class Settings:
         default=2000, metadata={"help": "events the worker scores per step (stream.take)"}
     )
     batch_within_s: float = field(
-        default=0.02, metadata={"help": "longest wait to fill a scoring step, seconds"}
+        default=0.01, metadata={"help": "longest wait to fill a scoring step, seconds"}
     )
     web_port: int = field(default=6066, metadata={"help": "worker web port (/metrics)"})
     model_signing_key: str = field(
