@@ -42,7 +42,9 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.task
     async def drain() -> None:
-        await consume(app, inbox, settings.batch_size, settings.batch_within_s, count, nothing)
+        await consume(
+            app, inbox, settings.batch_size, settings.batch_within_s, count, nothing, print
+        )
 
     return app
 

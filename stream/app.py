@@ -285,6 +285,7 @@ async def consume(
     within_s: float,
     handle: Callable[[list[RawMessage]], Awaitable[Any]],
     after_step: Callable[[], Awaitable[None]],
+    dead_letter: Callable[[RawMessage, str], None],
 ) -> None:
     """Hand an input topic's messages to ``handle`` a step at a time, for good: what a Faust
     agent over ``stream.take_events(size, within_s)`` did, without the per-event stream.
@@ -292,8 +293,9 @@ async def consume(
     Nothing is taken while Faust's flow is stopped (a rebalance: what waits in the inbox is
     dropped and read again, see ``forget_offsets``). The messages of a step are tracked as
     Faust tracks a stream's (a rebalance waits for them), and acknowledged once ``handle``
-    and ``after_step`` are done, so Faust commits past them only then. A step that raises
-    is logged and its messages go to the dead-letter topic with the error: a bug must
+    and ``after_step`` are done, so Faust commits past them only then; a step cut short by
+    the worker stopping is not acknowledged (the next worker reads it again). A step that
+    raises is logged and its messages go to ``dead_letter`` with the error: a bug must
     neither stop the worker nor lose the events.
     """
     consumer = cast(Consumer, app.consumer)
@@ -317,13 +319,12 @@ async def consume(
             await handle(raw)
         except Exception as exc:
             log.exception("a step of %d %s messages failed", len(raw), inbox.topic)
-            worker = cast(StreamWorker, app.fraud_worker)  # type: ignore[attr-defined]
             for raw_message in raw:
-                worker.dead_letter(raw_message, f"the worker failed on it ({type(exc).__name__})")
+                dead_letter(raw_message, f"the worker failed on it ({type(exc).__name__})")
         finally:
-            await after_step()
-            for message in messages:
-                consumer.ack(message)
+            await after_step()  # what a failed step sent still goes
+        for message in messages:
+            consumer.ack(message)
 
 
 class App(faust.App):
@@ -483,7 +484,8 @@ def create_app(settings: Settings) -> faust.App:
                 settings.batch_size,
                 settings.batch_within_s,
                 handle,
-                sink.flush,  # what a failed step sent still goes, as with send_soon
+                sink.flush,
+                worker.dead_letter,
             )
 
         score.__name__ = f"score_{kind}s"
@@ -505,6 +507,7 @@ def create_app(settings: Settings) -> faust.App:
             settings.checkpoint_interval_s,
             handle,
             sink.flush,
+            worker.dead_letter,
         )
 
     async def rewind(topic: str, partition: int, offset: int) -> None:

@@ -59,12 +59,14 @@ def messages(first: int, n: int) -> list[Msg]:
 async def run_loop(
     recorder: Recorder, inbox: Inbox[Any], handle: Any, until: Any, size: int = 3
 ) -> None:
-    app = SimpleNamespace(consumer=recorder, monitor=recorder, fraud_worker=recorder)
+    app = SimpleNamespace(consumer=recorder, monitor=recorder)
 
     async def after_step() -> None:
         recorder.calls.append(("flush", 0))
 
-    loop = asyncio.create_task(consume(app, inbox, size, 0.0, handle, after_step))  # type: ignore[arg-type]
+    loop = asyncio.create_task(
+        consume(app, inbox, size, 0.0, handle, after_step, recorder.dead_letter)  # type: ignore[arg-type]
+    )
     try:
         for _ in range(500):
             if until():
@@ -143,3 +145,33 @@ def test_nothing_is_taken_while_the_flow_is_stopped():
 
     before_resume = asyncio.run(run())
     assert before_resume == ([], 2)
+
+
+def test_a_step_cut_short_by_the_worker_stopping_is_not_acknowledged():
+    """Faust commits what was acknowledged when the worker stops: a step cancelled halfway
+    must stay unacknowledged, so that the next worker reads it again."""
+    recorder = Recorder()
+    started = asyncio.Event()
+
+    async def handle(raw: list[RawMessage]) -> None:
+        started.set()
+        await asyncio.sleep(60)  # e.g. waiting for Redis when the stop comes
+
+    async def run() -> None:
+        inbox: Inbox[Any] = Inbox(TOPIC, capacity=10)
+        inbox.put(messages(0, 2))
+        app = SimpleNamespace(consumer=recorder, monitor=recorder)
+
+        async def after_step() -> None:
+            recorder.calls.append(("flush", 0))
+
+        loop = asyncio.create_task(
+            consume(app, inbox, 5, 0.0, handle, after_step, recorder.dead_letter)  # type: ignore[arg-type]
+        )
+        await asyncio.wait_for(started.wait(), 5)
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+
+    asyncio.run(run())
+    assert ("flush", 0) in recorder.calls  # what the step sent still goes
+    assert not [call for call in recorder.calls if call[0] == "ack"]
