@@ -23,25 +23,11 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
-Partition = tuple[str, int]
+from stream.offsets import Offset, Partition
 
-
-class Positioned(Protocol):
-    """What the inbox reads of a message (Faust's ``Message`` has it)."""
-
-    @property
-    def topic(self) -> str: ...
-
-    @property
-    def partition(self) -> int: ...
-
-    @property
-    def offset(self) -> int: ...
-
-
-M = TypeVar("M", bound=Positioned)
+M = TypeVar("M", bound=Offset)
 
 
 @dataclass

@@ -49,7 +49,8 @@ Partition = tuple[str, int]
 
 
 class Offset(Protocol):
-    """What the guard reads of a message (``stream.worker.RawMessage`` has it)."""
+    """What the guard and the inboxes read of a message (``stream.worker.RawMessage`` and
+    Faust's ``Message`` have it)."""
 
     @property
     def topic(self) -> str: ...

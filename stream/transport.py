@@ -122,6 +122,10 @@ class Consumer(aiokafka_driver.Consumer):
                 fetched: dict[str, list[Message]] = {}
                 since_yield = 0
                 async for tp, message in ait:
+                    since_yield += 1
+                    if since_yield > 100:  # as Faust: let the loop run between records
+                        await asyncio.sleep(0)
+                        since_yield = 0
                     inbox = inboxes.get(tp.topic)
                     if inbox is not None:
                         if await is_new(tp, message):
@@ -131,10 +135,6 @@ class Consumer(aiokafka_driver.Consumer):
                                 batch = fetched[tp.topic] = []
                             batch.append(message)
                         continue
-                    since_yield += 1
-                    if since_yield > 100:
-                        await asyncio.sleep(0)
-                        since_yield = 0
                     if await is_new(tp, message):
                         await self.wait_first(callback(message), self.suspend_flow.wait())
                         self._read_offset[tp] = message.offset
@@ -172,7 +172,7 @@ class Consumer(aiokafka_driver.Consumer):
     async def _hand_over(self, inbox: Inbox[Message], messages: list[Message]) -> None:
         """Put one fetch's records of a topic in its inbox, once it has room; if the flow
         stops first (a rebalance), read them again instead."""
-        while self.flow_active and not inbox.has_room():
+        while self.flow_active and not self.should_stop and not inbox.has_room():
             await self.wait_first(inbox.wait_for_room(), self.suspend_flow.wait())
         if self.flow_active:
             inbox.put(messages)

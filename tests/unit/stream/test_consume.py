@@ -15,21 +15,9 @@ from faust.types import TP
 from stream.app import consume
 from stream.inbox import Inbox
 from stream.worker import RawMessage
+from tests.unit.stream.fake_messages import Msg
 
 TOPIC = "ns.transactions.v1"
-
-
-@dataclass(frozen=True)
-class Msg:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None = b"card"
-    value: bytes | None = b"{}"
-
-    @property
-    def tp(self) -> TP:
-        return TP(self.topic, self.partition)
 
 
 @dataclass

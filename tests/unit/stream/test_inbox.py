@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 
 import pytest
 
 from stream.inbox import Inbox
+from tests.unit.stream.fake_messages import Msg
 
 TOPIC = "ns.transactions.v1"
-
-
-@dataclass(frozen=True)
-class Msg:
-    topic: str
-    partition: int
-    offset: int
 
 
 def fetch(partition: int, first: int, n: int) -> list[Msg]:

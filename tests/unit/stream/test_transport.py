@@ -18,6 +18,7 @@ from faust.types import TP
 
 from stream.inbox import Inbox
 from stream.transport import Consumer
+from tests.unit.stream.fake_messages import Msg
 
 EVENTS = TP("ns.transactions.v1", 0)
 EVENTS_1 = TP("ns.transactions.v1", 1)
@@ -164,17 +165,6 @@ def test_a_seek_only_ever_moves_back():
 
 
 # --------------------------------------------------------------- the fetch loop and inboxes
-
-
-@dataclass(frozen=True)
-class Msg:
-    topic: str
-    partition: int
-    offset: int
-
-    @property
-    def tp(self) -> TP:
-        return TP(self.topic, self.partition)
 
 
 class FakeFetchLoop(Consumer):
