@@ -3,7 +3,8 @@
 One run, one set of synthetic transactions (the producers' simulator, seed 42):
 
 ceiling
-    The worker's CPU work without Kafka, Redis or Faust, in this process: decode the raw
+    The worker's CPU work without Kafka, Redis or Faust, in this process (with the worker's
+    garbage collector settings, ``stream.heap``): decode the raw
     bytes (msgspec, validated), :func:`stream.scoring.score_batch` in batches of
     ``FRAUD_BATCH_SIZE`` (features from the card history, online-model score, decision,
     reasons for alerts, history update), and encode every scored event. No learning: the
@@ -44,13 +45,16 @@ from models.features import CardHistory
 from models.names import Topics
 from models.online import OnlineModel
 from models.settings import Settings
+from stream.heap import settle_heap
 from stream.scoring import TRANSACTIONS, Thresholds, score_batch
 
 # --------------------------------------------------------------------------- ceiling
 
 
 def ceiling(raw: list[bytes], settings: Settings) -> tuple[float, float]:
-    """(events/s of decode + score_batch + encode, events/s of score_batch alone)."""
+    """(events/s of decode + score_batch + encode, events/s of score_batch alone), with the
+    worker's garbage collector settings (``stream.heap``, for the rest of this process)."""
+    settle_heap()
     size = settings.batch_size
     model = OnlineModel("transaction", positive_weight=settings.positive_weight)
     thresholds = Thresholds.for_kind("transaction", settings)

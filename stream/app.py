@@ -25,14 +25,14 @@ rebalances, the tables and their changelogs, commits of what the loops acknowled
 the web server. A step's outputs, table changelog writes included, leave as one record batch
 per partition (:class:`BatchSink`, :class:`ChangelogTable`); Faust's Prometheus monitor skips
 its per-event updates (:class:`StepMonitor`); the consumer fetches 8 MiB per partition and
-waits at most 10 ms for an empty fetch (:class:`App`); the start-up heap is frozen out of the
-cyclic garbage collector's scans. Outputs, offsets and guarantees are those of plain Faust.
+waits at most 10 ms for an empty fetch (:class:`App`); the garbage collector is set for a
+long-running worker (``stream.heap``). Outputs, offsets and guarantees are those of plain
+Faust.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
@@ -51,6 +51,7 @@ from models.settings import Settings
 from models.topology import topic_partitions
 from stream import lag, metrics
 from stream.batch_models import BatchModels
+from stream.heap import settle_heap
 from stream.inbox import Inbox
 from stream.transport import Consumer, Transport
 from stream.worker import RawMessage, StreamWorker
@@ -62,13 +63,6 @@ STALL_CHECK_INTERVAL_S = 5.0
 worker (``stream.worker.STALLED_AFTER_S``)."""
 PRODUCER_BATCH_BYTES = 512 * 1024
 CONSUMER_FETCH_BYTES = 8 * 1024 * 1024
-GC_YOUNG_THRESHOLD = 50_000
-"""Container allocations (net) between two collections of the cyclic garbage collector's
-youngest generation, once the worker runs (Python's default: 700). A step allocates tens of
-thousands of short-lived containers (decoded events, feature dicts, histories), nearly all
-freed by reference counting; collecting every 700 scanned them again and again: worker
-9,895-10,494 -> 11,629-13,342 events/s, 19-20 -> 15-16 CPU s per 200,000 events
-(docs/benchmarks.md)."""
 INBOX_STEPS = 4
 """Steps' worth of messages an inbox holds before the fetching waits for the worker."""
 
@@ -266,28 +260,6 @@ def _raw(messages: Sequence[Message]) -> list[RawMessage]:
     return [RawMessage(m.topic, m.partition, m.offset, m.key, m.value or b"") for m in messages]
 
 
-_heap_settled = False
-
-
-def _settle_heap() -> None:
-    """Once, when the worker starts consuming: collect, then freeze what exists into the
-    collector's permanent generation.
-
-    Everything allocated by then (modules, Faust, River, aiokafka, the app) lives as long as
-    the process, yet each full collection of the cyclic garbage collector scanned all of it:
-    about 100 ms every few seconds, which was most of the p99 event-to-scored latency
-    (docs/benchmarks.md). What the worker allocates afterwards is collected as usual, but
-    the youngest generation is collected every :data:`GC_YOUNG_THRESHOLD` allocations rather
-    than every 700.
-    """
-    global _heap_settled
-    if not _heap_settled:
-        _heap_settled = True
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
-
-
 async def consume(
     app: faust.App,
     inbox: Inbox[Message],
@@ -483,7 +455,7 @@ def create_app(settings: Settings) -> faust.App:
 
     def score_loop(kind: EventKind) -> None:
         async def score() -> None:
-            _settle_heap()
+            settle_heap()
 
             async def handle(messages: list[RawMessage]) -> None:
                 await worker.handle_events_retrying(kind, messages)
