@@ -291,10 +291,9 @@ async def consume(
         if not consumer.flow_active:
             inbox.put_back(messages)
             continue
-        for message in messages:
-            consumer.track_message(message)
         now = time.monotonic()
         for message in messages:
+            consumer.track_message(message)
             inbound_time[message.tp] = now
         raw = _raw(messages)
         try:
@@ -440,7 +439,6 @@ def create_app(settings: Settings) -> faust.App:
     for kind, history in histories.items():
         history.export_size(kind)
     worker = StreamWorker(settings, sink, dict(histories), redis)
-    app.fraud_worker = worker  # type: ignore[attr-defined]
 
     # The input topics: subscribed through Faust's conductor (as an agent's would be), read
     # through inboxes (see ``consume``).

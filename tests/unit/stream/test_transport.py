@@ -105,6 +105,14 @@ def test_records_of_active_partitions_are_handed_over_and_nothing_is_sought():
     assert consumer.sought == {}
 
 
+def test_the_monitor_hears_each_partitions_end_offset_once_per_fetch():
+    consumer = FakeConsumer({EVENTS: batch(10, 3), LABELS: batch(0, 2)}, {EVENTS, LABELS})
+    heard: list[TP] = []
+    consumer.app.monitor.track_tp_end_offset = lambda tp, offset: heard.append(tp)
+    assert len(drain(consumer)) == 5
+    assert sorted(heard) == sorted([EVENTS, LABELS])
+
+
 def test_a_partition_not_active_is_sought_back_to_its_first_record():
     consumer = FakeConsumer({EVENTS: batch(10, 3), CHANGELOG: batch(0, 5)}, {EVENTS})
     handed = drain(consumer)
