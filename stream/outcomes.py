@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -31,17 +30,24 @@ from models.features import OutcomeCounts
 from models.names import RedisKeys
 
 COUNT_SCRIPT = """
-local out = {}
-for i = 1, #KEYS, 2 do
-  out[i] = redis.call('ZCOUNT', KEYS[i + 1], ARGV[i], ARGV[i + 1])
-  out[i + 1] = redis.call('ZCOUNT', KEYS[i], ARGV[i], ARGV[i + 1])
+local out, n = {}, 0
+for scope, lower, t in string.gmatch(ARGV[1], '(%d+) (%S+) (%S+)') do
+  local all = 2 * tonumber(scope) - 1
+  out[n + 1] = redis.call('ZCOUNT', KEYS[all + 1], '(' .. lower, t)
+  out[n + 2] = redis.call('ZCOUNT', KEYS[all], '(' .. lower, t)
+  n = n + 2
 end
-return out
+return table.concat(out, ' ')
 """
-"""KEYS are (all, positives) pairs, one per event; ARGV the matching ('(lower', 't') pairs.
-Returns (positives, labels) per event: ZCOUNT over ``lower < arrival <= t``. Python prints
-both bounds with ``repr`` and Redis parses them with ``strtod``: the same doubles, so the
-bounds are those of :func:`models.features.count_outcomes` exactly."""
+"""KEYS are (all, positives) pairs, one per scope of the batch; ARGV[1] holds, per event,
+``scope lower t`` (the scope's pair number from 1, and the bounds), separated by spaces.
+Returns ``positives labels`` per event, all in one string: ZCOUNT over ``lower < arrival <=
+t``. Python prints both bounds with ``repr`` and Redis parses them with ``strtod``: the same
+doubles, so the bounds are those of :func:`models.features.count_outcomes` exactly.
+
+One string each way, and each scope's keys once: a batch of 2,000 events as separate
+arguments and replies (8,000 arguments, 4,000 integers) cost the worker about 8 µs an event
+in redis-py's packing and parsing, a tenth of its time."""
 
 RECORD_SCRIPT = """
 local cap = tonumber(ARGV[1])
@@ -111,16 +117,21 @@ class OutcomeStore:
         """(positives, labels) for each (scope, event time) at that time, in order."""
         if not scoped_events:
             return []
+        numbers: dict[str, int] = {}
         keys: list[str] = []
-        args: list[str] = []
+        queries: list[str] = []
         for scope, t in scoped_events:
-            keys += (
-                self._keys.label_outcomes(scope_name, scope),
-                self._keys.label_positives(scope_name, scope),
-            )
-            args += (f"({t - F.OUTCOME_WINDOW_S!r}", repr(t))
-        flat: list[Any] = await self._count(keys=keys, args=args)
-        return [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+            number = numbers.get(scope)
+            if number is None:
+                number = numbers[scope] = len(numbers) + 1
+                keys += (
+                    self._keys.label_outcomes(scope_name, scope),
+                    self._keys.label_positives(scope_name, scope),
+                )
+            queries.append(f"{number} {t - F.OUTCOME_WINDOW_S!r} {t!r}")
+        reply: bytes = await self._count(keys=keys, args=[" ".join(queries)])
+        flat = [int(count) for count in reply.split()]
+        return list(zip(flat[0::2], flat[1::2], strict=True))
 
     async def record(self, outcomes: Sequence[Outcome]) -> None:
         """Record the outcomes of labels just learned, in order (see :data:`RECORD_SCRIPT`)."""

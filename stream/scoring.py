@@ -68,9 +68,9 @@ class KindSpec(Generic[E, H]):
     """The entity whose label outcomes give "risk from recent labels" (terminal, sender)."""
     features: Callable[[E, H, OutcomeCounts], dict[str, float]]
     history_after: Callable[[H, E], H]
-    new_history: Callable[[], H]
-    history_to_dict: Callable[[H], dict[str, Any]]
-    history_from_dict: Callable[[dict[str, Any]], H]
+    history: type[H]
+    """The per-entity state (a new entity's is ``history()``; stored by
+    :func:`models.features.encode_history`)."""
     forgettable: Callable[[H, float], bool]
     """Whether no event stamped at or after the time can tell the history from none."""
     summary: Callable[[E], str]
@@ -96,9 +96,7 @@ TRANSACTIONS: KindSpec[Transaction, F.CardHistory] = KindSpec(
     scope=lambda txn: txn.terminal_id,
     features=F.transaction_features,
     history_after=F.card_history_after,
-    new_history=F.CardHistory,
-    history_to_dict=F.history_to_dict,
-    history_from_dict=F.card_history_from_dict,
+    history=F.CardHistory,
     forgettable=F.card_forgettable,
     summary=_transaction_summary,
 )
@@ -111,9 +109,7 @@ EMAILS: KindSpec[Email, F.SenderHistory] = KindSpec(
     scope=lambda email: email.sender,
     features=F.email_features,
     history_after=F.sender_history_after,
-    new_history=F.SenderHistory,
-    history_to_dict=F.history_to_dict,
-    history_from_dict=F.sender_history_from_dict,
+    history=F.SenderHistory,
     forgettable=F.sender_forgettable,
     summary=_email_summary,
 )
@@ -190,7 +186,7 @@ def score_batch(
         entity = spec.entity(event)
         history = histories.get(entity)
         if history is None:
-            history = spec.new_history()
+            history = spec.history()
         mark: HistoryMark | None
         if previous is None:
             mark = history_mark(history)

@@ -26,11 +26,18 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
-import msgspec
 import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -68,7 +75,6 @@ from stream.scoring import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-H = TypeVar("H")
 
 FORGET_LATENESS_S = F.DAY_S
 """How late an event may arrive and still find every history it could use: see
@@ -101,14 +107,34 @@ for i = 1, n do
 end
 local waiting = {}
 for i = n + 1, #KEYS do
-  waiting[i - n] = redis.call('GET', KEYS[i])
+  local label = redis.call('GET', KEYS[i])
+  if label then
+    waiting[#waiting + 1] = i - n
+    waiting[#waiting + 1] = label
+  end
 end
 return waiting
 """
 """SET KEYS[i] ARGV[i + 2] EX ARGV[1] for the first ARGV[2] keys (the served features of a
-batch), then GET the remaining keys (labels waiting for these events). One script, so the
-write of the features and the look for waiting labels are atomic: a label that the learner
-parks while this runs is either seen here or sees the features there."""
+batch), then GET the remaining keys (labels waiting for these events), returned as (position
+among them from 1, label) pairs for those found only. One script, so the write of the features
+and the look for waiting labels are atomic: a label that the learner parks while this runs is
+either seen here or sees the features there."""
+
+GET_FOUND_SCRIPT = """
+local found = {}
+for i = 1, #KEYS do
+  local value = redis.call('GET', KEYS[i])
+  if value then
+    found[#found + 1] = i
+    found[#found + 1] = value
+  end
+end
+return found
+"""
+"""GET each key; return (position from 1, value) pairs for the keys found only. What MGET
+reads, without a reply per missing key: a batch's events are mostly new, and redis-py parses
+each of thousands of nulls in Python."""
 
 CLAIM_ALERTS_SCRIPT = """
 local n = tonumber(ARGV[4])
@@ -139,23 +165,9 @@ declared key of EVALSHA, and the worker's ACL user may only write the stream
 the other scripts here, this assumes one Redis, not a cluster."""
 
 
-_HISTORY_JSON = msgspec.json.Encoder()
-
-
-def encode_history(spec: KindSpec[Any, H], history: H) -> bytes:
-    """An entity's history as its table stores it: JSON of ``spec.history_to_dict``.
-
-    Encoded by msgspec, not orjson, because the bytes stay in memory as long as the entity
-    does: orjson 3.13 returns every result in an allocation of at least 4 KiB (a 66-byte
-    history took 4,097 bytes under tracemalloc, msgspec's 121), which made a worker's memory
-    grow by 4 KiB for each new card or sender while its histories were a few hundred bytes.
-    """
-    return _HISTORY_JSON.encode(spec.history_to_dict(history))
-
-
-def decode_history(spec: KindSpec[Any, H], stored: bytes) -> H:
-    """The history :func:`encode_history` stored."""
-    return spec.history_from_dict(orjson.loads(stored))
+def _pairs(flat: Sequence[Any]) -> Iterator[tuple[int, bytes]]:
+    """The (position, value) pairs of a script's flat reply (:data:`GET_FOUND_SCRIPT`)."""
+    return zip(flat[0::2], flat[1::2], strict=True)
 
 
 @dataclass(frozen=True)
@@ -192,6 +204,7 @@ class StreamWorker:
         self._histories = histories
         self._redis = redis
         self._set_served = redis.register_script(SET_SERVED_SCRIPT)
+        self._get_found = redis.register_script(GET_FOUND_SCRIPT)
         self._outcome_store = OutcomeStore(redis, self.keys, settings.served_after_label_s)
         self._claim_alerts = redis.register_script(CLAIM_ALERTS_SCRIPT)
         self._checkpoints = OnlineCheckpoints(
@@ -277,7 +290,7 @@ class StreamWorker:
         for entity in {spec.entity(event) for event in events}:
             stored = table.get(entity.encode())
             if stored is not None:
-                histories[entity] = decode_history(spec, stored)
+                histories[entity] = F.decode_history(stored, spec.history)
         outcomes = await self._outcomes(spec, events)
         verdicts = score_batch(
             spec,
@@ -297,7 +310,7 @@ class StreamWorker:
         # after a Redis error (see handle_events_retrying) must not count its events twice.
         touched = {spec.entity(e) for e, v in zip(events, verdicts, strict=True) if v.advanced}
         for entity in touched:
-            table[entity.encode()] = encode_history(spec, histories[entity])
+            table[entity.encode()] = F.encode_history(histories[entity])
         oldest = min(event.event_time for event in events).timestamp()  # one conversion
         if oldest < self._oldest_since_sweep.get(kind, math.inf):
             self._oldest_since_sweep[kind] = oldest
@@ -333,7 +346,7 @@ class StreamWorker:
             stored = table.get(key)
             if stored is None:
                 continue
-            if spec.forgettable(decode_history(spec, stored), horizon):
+            if spec.forgettable(F.decode_history(stored, spec.history), horizon):
                 del table[key]
                 dropped += 1
         if dropped:
@@ -460,8 +473,8 @@ class StreamWorker:
 
     async def _served_records(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The records of the events served before (see :meth:`_remember_served`)."""
-        raw = await self._redis.mget([self.keys.served(eid) for eid in ids])
-        return {eid: orjson.loads(value) for eid, value in zip(ids, raw, strict=True) if value}
+        found = await self._get_found(keys=[self.keys.served(eid) for eid in ids])
+        return {ids[i - 1]: orjson.loads(value) for i, value in _pairs(found)}
 
     async def _outcomes(
         self, spec: KindSpec[Any, Any], events: Sequence[Any]
@@ -505,9 +518,8 @@ class StreamWorker:
             keys=keys + waiting_keys,
             args=[self.settings.served_features_ttl_s, len(keys), *values],
         )
-        for event, label in zip(events, waiting, strict=True):
-            if label:
-                self._sink.send(self.topics.labels, event.event_id.encode(), label)
+        for i, label in _pairs(waiting):
+            self._sink.send(self.topics.labels, events[i - 1].event_id.encode(), label)
 
     async def _publish(self, kind: EventKind, verdicts: Sequence[Verdict]) -> None:
         for verdict in verdicts:
