@@ -15,9 +15,9 @@ changelog write reached Kafka. The history mark saved with the served features t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from models import features as F
 from models.events import Alert, Decision, Email, ScoredEvent, Transaction, utc_from_timestamp
@@ -117,6 +117,15 @@ EMAILS: KindSpec[Email, F.SenderHistory] = KindSpec(
 SPECS: dict[EventKind, KindSpec[Any, Any]] = {"transaction": TRANSACTIONS, "email": EMAILS}
 
 
+class Histories(Protocol[H]):
+    """Entity -> history, as :func:`score_batch` reads and advances them: a dict, or the
+    worker's :class:`stream.step_histories.StepHistories`."""
+
+    def get(self, entity: str, /) -> H | None: ...
+
+    def __setitem__(self, entity: str, history: H, /) -> None: ...
+
+
 HistoryMark = tuple[int, float | None, float | None]
 """An entity's history in brief: (entries, first entry's time, last entry's time)."""
 
@@ -150,7 +159,7 @@ class Verdict:
 def score_batch(
     spec: KindSpec[E, H],
     events: Sequence[E],
-    histories: MutableMapping[str, H],
+    histories: Histories[H],
     outcomes: Mapping[str, OutcomeCounts],
     model: OnlineModel,
     model_version: str,

@@ -71,6 +71,7 @@ from stream.scoring import (
     Verdict,
     score_batch,
 )
+from stream.step_histories import StepHistories
 
 log = logging.getLogger(__name__)
 
@@ -286,11 +287,7 @@ class StreamWorker:
             eid: (r["m"][0], r["m"][1], r["m"][2]) for eid, r in records.items() if r.get("m")
         }
         table = self._histories[kind]
-        histories: dict[str, Any] = {}
-        for entity in {spec.entity(event) for event in events}:
-            stored = table.get(entity.encode())
-            if stored is not None:
-                histories[entity] = F.decode_history(stored, spec.history)
+        histories = StepHistories(table, spec.history)
         outcomes = await self._outcomes(spec, events)
         verdicts = score_batch(
             spec,
@@ -310,7 +307,7 @@ class StreamWorker:
         # after a Redis error (see handle_events_retrying) must not count its events twice.
         touched = {spec.entity(e) for e, v in zip(events, verdicts, strict=True) if v.advanced}
         for entity in touched:
-            table[entity.encode()] = F.encode_history(histories[entity])
+            table[entity.encode()] = histories.encoded[entity]
         oldest = min(event.event_time for event in events).timestamp()  # one conversion
         if oldest < self._oldest_since_sweep.get(kind, math.inf):
             self._oldest_since_sweep[kind] = oldest
