@@ -59,6 +59,7 @@ from models.names import RedisKeys, Topics
 from models.online import OnlineModel
 from models.settings import Settings
 from models.topology import ensure_topics
+from stream import worker as worker_module
 from stream.worker import RawMessage, StreamWorker
 from tests import factories
 from tests.integration.harness import FAST_REJOIN, REPO, TopicTail, WorkerProcess
@@ -763,12 +764,15 @@ def recorded_rewinds(worker: StreamWorker) -> list[tuple[str, int, int]]:
     return rewinds
 
 
+@pytest.mark.parametrize("chunk", [worker_module.SCORING_CHUNK, 1])
 def test_an_event_replayed_after_its_history_write_was_lost_enters_the_history_once(
-    namespace, redis_url
+    namespace, redis_url, monkeypatch, chunk
 ):
     """A crash after the served features were saved and before the card's changelog write
     reached Kafka: the replay finds the features, and the history must still get the event.
-    The same event twice in one batch (a redelivery) counts once as well."""
+    The same event twice in one batch (a redelivery) counts once as well, in one scoring
+    chunk of the step or in two (``chunk`` 1)."""
+    monkeypatch.setattr(worker_module, "SCORING_CHUNK", chunk)
     settings = Settings(namespace=namespace, redis_url=redis_url)
     topic = Topics.for_namespace(namespace).transactions
     first, later = factories.transaction(0), factories.transaction(CARDS)  # both card-0000
