@@ -5,9 +5,10 @@ One run, one set of synthetic transactions (the producers' simulator, seed 42):
 ceiling
     The worker's CPU work without Kafka, Redis or Faust, in this process (with the worker's
     garbage collector settings, ``stream.heap``): decode the raw
-    bytes (msgspec, validated), :func:`stream.scoring.score_batch` in batches of
-    ``FRAUD_BATCH_SIZE`` (features from the card history, online-model score, decision,
-    reasons for alerts, history update), and encode every scored event. No learning: the
+    bytes (msgspec, validated) a step of ``FRAUD_BATCH_SIZE`` at a time, then, as the worker,
+    :func:`stream.scoring.score_batch` on chunks of ``stream.worker.SCORING_CHUNK`` of the
+    step (features from the card history, online-model score, decision, reasons for alerts,
+    history update), each chunk's scored events encoded right after it. No learning: the
     run has no labels. ``score_batch`` alone, on decoded events, is shown too. It runs
     before any service starts.
 floor
@@ -47,6 +48,7 @@ from models.online import OnlineModel
 from models.settings import Settings
 from stream.heap import settle_heap
 from stream.scoring import TRANSACTIONS, Thresholds, score_batch
+from stream.worker import SCORING_CHUNK
 
 # --------------------------------------------------------------------------- ceiling
 
@@ -63,21 +65,27 @@ def ceiling(raw: list[bytes], settings: Settings) -> tuple[float, float]:
     started = time.perf_counter()
     for i in range(0, len(raw), size):
         events = [decode(value, Transaction) for value in raw[i : i + size]]
-        verdicts = score_batch(
-            TRANSACTIONS, events, histories, {}, model, "v", thresholds, scored_at=time.time()
-        )
-        for verdict in verdicts:
-            encode(verdict.scored)
+        for chunk in _chunks(events):
+            verdicts = score_batch(
+                TRANSACTIONS, chunk, histories, {}, model, "v", thresholds, scored_at=time.time()
+            )
+            for verdict in verdicts:
+                encode(verdict.scored)
     full = len(raw) / (time.perf_counter() - started)
 
     decoded = [decode(value, Transaction) for value in raw]
     histories = {}
     started = time.perf_counter()
     for i in range(0, len(decoded), size):
-        batch = decoded[i : i + size]
-        score_batch(TRANSACTIONS, batch, histories, {}, model, "v", thresholds, time.time())
+        for chunk in _chunks(decoded[i : i + size]):
+            score_batch(TRANSACTIONS, chunk, histories, {}, model, "v", thresholds, time.time())
     alone = len(decoded) / (time.perf_counter() - started)
     return full, alone
+
+
+def _chunks(step: list[Transaction]) -> list[list[Transaction]]:
+    """A step's events in the worker's scoring chunks (``stream.worker.SCORING_CHUNK``)."""
+    return [step[i : i + SCORING_CHUNK] for i in range(0, len(step), SCORING_CHUNK)]
 
 
 # --------------------------------------------------------------------------- processes

@@ -313,14 +313,16 @@ class StreamWorker:
         if not events:
             return []
         ids = [event.event_id for event in events]
-        before = await self._served_records(ids)
+        # Two independent reads: redis-py packs and parses one while Redis runs the other.
+        before, outcomes = await asyncio.gather(
+            self._served_records(ids), self._outcomes(spec, events)
+        )
         served = {eid: record["f"] for eid, record in before.items()}
         marks: dict[str, HistoryMark] = {
             eid: (r["m"][0], r["m"][1], r["m"][2]) for eid, r in before.items() if r.get("m")
         }
         table = self._histories[kind]
         histories = StepHistories(table, spec.history)
-        outcomes = await self._outcomes(spec, events)
         model, version = self.models[kind], self.model_version(kind)
         batch_model = self.batch_models.get(kind)  # one model for the whole step
         verdicts: list[Verdict] = []
