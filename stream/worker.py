@@ -315,7 +315,7 @@ class StreamWorker:
         ids = [event.event_id for event in events]
         # Two independent reads: redis-py packs and parses one while Redis runs the other.
         before, outcomes = await asyncio.gather(
-            self._served_records(ids), self._outcomes(spec, events)
+            self._served_before(ids), self._outcomes(spec, events)
         )
         served = {eid: record["f"] for eid, record in before.items()}
         marks: dict[str, HistoryMark] = {
@@ -518,7 +518,7 @@ class StreamWorker:
             "dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
         )
 
-    async def _served_records(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    async def _served_before(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The records of the events served before (see :meth:`_remember_served`)."""
         found = await self._get_found(keys=[self.keys.served(eid) for eid in ids])
         return {ids[i - 1]: orjson.loads(value) for i, value in _pairs(found)}
