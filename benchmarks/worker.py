@@ -23,13 +23,16 @@ inboxes alone
 worker
     The real ``python -m stream worker`` in a subprocess, started once the events are on
     the topic: tables with changelogs, Redis, scored events (and alerts) out.
+worker, learning (``--learning``, instead of the worker and the baselines)
+    The worker as it runs once labels flow: scoring ``--count`` new events while it learns
+    the labels of as many earlier ones (:func:`learning_run`).
 
 The rates of the Faust processes come from the broker's LogAppendTime stamps on their
 output topic: sustained = events / (last stamp - first stamp); total = last stamp - process
 start (start-up, group join and table recovery included). CPU seconds are counted for every
 process involved and for the rest of the machine, which other work may share.
 
-Usage: ``python -m benchmarks worker [--count N] [--skip-floor] [--profile DIR]``.
+Usage: ``python -m benchmarks worker [--count N] [--skip-floor] [--learning] [--profile DIR]``.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from models.features import CardHistory
 from models.names import Topics
 from models.online import OnlineModel
 from models.settings import Settings
+from producers.truth import Generated
 from stream.heap import settle_heap
 from stream.scoring import TRANSACTIONS, Thresholds, score_batch
 from stream.worker import SCORING_CHUNK
@@ -102,6 +106,8 @@ class ProcessRun:
     cpu_s: dict[str, float]
     steps: int | None
     """Scoring steps (batches) the worker took, from its /metrics."""
+    learned: int | None = None
+    """Labels the worker learned by the time its events were done (``--learning``)."""
 
     @property
     def total_s(self) -> float:
@@ -121,9 +127,11 @@ def run_process(
     timeout_s: float,
     services: dict[str, int],
     counted: bool = False,
+    since: dict[int, int] | None = None,
 ) -> ProcessRun:
     """Run ``process`` until ``output`` holds ``count`` events (or ``timeout_s``): one
-    message per event, or with ``counted`` messages that hold event counts."""
+    message per event, or with ``counted`` messages that hold event counts. ``since``: the
+    rate counts the messages written after these end offsets only."""
     meter = stack.CpuMeter(services).start()
     finished = True
     with process:
@@ -145,9 +153,52 @@ def run_process(
             raise RuntimeError(f"{process.name} died:\n{process.log_tail()}")
         cpu = meter.read()
         steps = process.scoring_steps()
+        learned = process.labels_learned() if since is not None else None
     if not counted:
-        span = stack.topic_span(process.settings, output)
-    return ProcessRun(label, span, process.started_at, finished, cpu, steps)
+        span = stack.topic_span(process.settings, output, since)
+    return ProcessRun(label, span, process.started_at, finished, cpu, steps, learned)
+
+
+LABEL_DELAY_S = 3_600.0
+"""``--learning``: each label arrives an hour (simulated) after its transaction."""
+
+
+def learning_run(
+    args: argparse.Namespace,
+    settings: Settings,
+    workdir: Path,
+    services: dict[str, int],
+    generated: list[Generated[Transaction]],
+) -> ProcessRun:
+    """The worker scoring new events while it learns the labels of earlier ones, as it runs
+    once labels flow: a first worker scores the ``args.count`` events already published and
+    stops; then their labels (the simulator's truth, :data:`LABEL_DELAY_S` later) and as many
+    further events are published, with no worker running; then the measured worker resumes
+    from the first one's offsets, tables and checkpoint, and takes both topics at once. Its
+    rate counts the second lot only."""
+    topics = Topics.for_namespace(settings.namespace)
+    first = stack.FaustProcess("stream", "worker-first", settings, workdir)
+    run_process(
+        first, "first lot", topics.scored, args.count, timeout_s=args.timeout, services=services
+    )
+    since = stack.end_offsets(settings, topics.scored)
+    labels = stack.labels_of(generated[: args.count], LABEL_DELAY_S)
+    took = stack.publish(settings, [g.event for g in generated[args.count :]], labels)
+    print(
+        f"first lot scored; published its {len(labels):,} labels and {args.count:,} further "
+        f"events in {took:.1f} s",
+        flush=True,
+    )
+    worker = stack.FaustProcess("stream", "worker", settings, workdir, profile=args.profile)
+    return run_process(
+        worker,
+        "worker, learning: python -m stream worker",
+        topics.scored,
+        2 * args.count,
+        timeout_s=args.timeout,
+        services=services,
+        since=since,
+    )
 
 
 # --------------------------------------------------------------------------- main
@@ -177,6 +228,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "on what they did by then",
     )
     parser.add_argument(
+        "--learning",
+        action="store_true",
+        help="measure the worker scoring COUNT new events while it learns the labels of COUNT "
+        "earlier ones (a first worker scores those before; see learning_run)",
+    )
+    parser.add_argument(
         "--bootstrap-servers", metavar="HOST:PORT", help="use this broker instead of starting one"
     )
     parser.add_argument("--redis-url", metavar="URL", help="use this Redis instead of starting one")
@@ -198,7 +255,8 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     print(f"{stack.cpu_count()} cores; {args.count:,} synthetic transactions", flush=True)
     started = time.perf_counter()
-    events = stack.synthetic_transactions(args.count)
+    generated = stack.generated_transactions(args.count * (2 if args.learning else 1))
+    events = [g.event for g in generated[: args.count]]
     raw = [encode(event) for event in events]
     print(f"generated in {time.perf_counter() - started:.1f} s", flush=True)
 
@@ -219,17 +277,21 @@ def main(argv: list[str]) -> int:
         del events
 
         runs = []
-        worker = stack.FaustProcess("stream", "worker", settings, workdir, profile=args.profile)
-        runs.append(
-            run_process(
-                worker,
-                "worker: python -m stream worker",
-                topics.scored,
-                args.count,
-                timeout_s=args.timeout,
-                services=svc.pids,
+        if args.learning:
+            runs.append(learning_run(args, settings, workdir, svc.pids, generated))
+        else:
+            worker = stack.FaustProcess("stream", "worker", settings, workdir, profile=args.profile)
+            runs.append(
+                run_process(
+                    worker,
+                    "worker: python -m stream worker",
+                    topics.scored,
+                    args.count,
+                    timeout_s=args.timeout,
+                    services=svc.pids,
+                )
             )
-        )
+        del generated
         # The baselines run after the worker; each is listed above the runs before it.
         baselines = (
             (
@@ -254,7 +316,8 @@ def main(argv: list[str]) -> int:
                 False,
             ),
         )
-        for module, name, label, output, counted in () if args.skip_floor else baselines:
+        skip = args.skip_floor or args.learning
+        for module, name, label, output, counted in () if skip else baselines:
             baseline = stack.FaustProcess(module, name, settings, workdir, profile=args.profile)
             runs.insert(
                 0,
@@ -283,8 +346,15 @@ def main(argv: list[str]) -> int:
         print(f"{run.label.split(':')[0]}: {stack.describe_cpu(run.cpu_s, run.total_s)}")
         if run.steps:
             print(f"{'':<7}{run.steps:,} scoring steps, {run.span.count / run.steps:,.0f} each")
+        if run.learned is not None:
+            print(f"{'':<7}{run.learned:,} labels learned by the time the events were scored")
     if runs[-1].span.count > args.count:
         print(f"note: the worker wrote {runs[-1].span.count - args.count:,} events twice")
+    if args.learning:
+        print(
+            "note: the learning worker was the second of two; the first scored the first "
+            f"{args.count:,} events before their labels and these were published"
+        )
     return 0
 
 
