@@ -19,7 +19,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,12 +27,13 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from models.events import Transaction
+from models.events import Label, Transaction, utc_from_timestamp
 from models.names import Metrics, Topics
 from models.settings import Settings
 from models.topology import topic_partitions
 from producers.publisher import Publisher
 from producers.transactions import TransactionSimulator
+from producers.truth import Generated
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 42
@@ -141,18 +142,51 @@ def create_topics(settings: Settings, output_topics: Sequence[str] = ()) -> None
 
 def synthetic_transactions(count: int, seed: int = SEED) -> list[Transaction]:
     """The producers' simulator (habits and fraud campaigns), in simulated time."""
+    return [generated.event for generated in generated_transactions(count, seed)]
+
+
+def generated_transactions(count: int, seed: int = SEED) -> list[Generated[Transaction]]:
+    """:func:`synthetic_transactions` with what the simulator knows of each (fraud or not)."""
     simulator = TransactionSimulator(seed, start=START)
-    return [next(simulator).event for _ in range(count)]
+    return [next(simulator) for _ in range(count)]
 
 
-def publish(settings: Settings, events: Sequence[Transaction]) -> float:
-    """Publish to the transactions topic as the producers do; return the seconds it took."""
-    topic = Topics.for_namespace(settings.namespace).transactions
+def labels_of(generated: Sequence[Generated[Transaction]], delay_s: float) -> list[Label]:
+    """Each transaction's true label, arriving ``delay_s`` after it (simulated time)."""
+    return [
+        Label(
+            event_id=g.event.event_id,
+            event_time=utc_from_timestamp(g.event.timestamp + delay_s),
+            kind="transaction",
+            is_positive=g.is_positive,
+        )
+        for g in generated
+    ]
+
+
+def publish(
+    settings: Settings, events: Sequence[Transaction], labels: Sequence[Label] = ()
+) -> float:
+    """Publish to the transactions topic (and the labels to the labels topic) as the
+    producers do; return the seconds it took."""
+    topics = Topics.for_namespace(settings.namespace)
     started = time.perf_counter()
     with Publisher.from_settings(settings, client_id="bench-publisher") as publisher:
+        for label in labels:
+            publisher.publish_label(topics.labels, label)
         for event in events:
-            publisher.publish(topic, event)
+            publisher.publish(topics.transactions, event)
     return time.perf_counter() - started
+
+
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """Partition -> the offset the next message of ``topic`` will get."""
+    consumer = _consumer(settings)
+    try:
+        ends = consumer.end_offsets(_partitions(consumer, topic))
+        return {tp.partition: end for tp, end in ends.items()}
+    finally:
+        consumer.close()
 
 
 def _consumer(settings: Settings) -> KafkaConsumer:
@@ -253,12 +287,16 @@ class Span:
         return done / (self.last - self.first) if self.last > self.first else float("nan")
 
 
-def topic_span(settings: Settings, topic: str) -> Span:
-    """Count and first/last timestamps of ``topic``, reading two messages per partition."""
+def topic_span(settings: Settings, topic: str, since: Mapping[int, int] | None = None) -> Span:
+    """Count and first/last timestamps of ``topic``, reading two messages per partition;
+    with ``since`` (partition -> offset, :func:`end_offsets` of an earlier moment), of the
+    messages written after it only."""
     consumer = _consumer(settings)
     try:
         tps = _partitions(consumer, topic)
         ends, begins = consumer.end_offsets(tps), consumer.beginning_offsets(tps)
+        if since is not None:
+            begins = {tp: max(offset, since.get(tp.partition, 0)) for tp, offset in begins.items()}
         stamps: list[int] = []
         for tp in tps:
             for offset in sorted({begins[tp], ends[tp] - 1}):
@@ -419,9 +457,9 @@ class FaustProcess:
         except OSError:
             return "(no log)"
 
-    def metric_sum(self, series: str) -> float | None:
-        """The sum of every sample of ``series`` (all label sets) on the worker's
-        ``/metrics``, None when it cannot be read."""
+    def metric_sum(self, series: str, where: str = "") -> float | None:
+        """The sum of every sample of ``series`` (all label sets, or those whose labels
+        include ``where``) on the worker's ``/metrics``, None when it cannot be read."""
         try:
             url = f"http://127.0.0.1:{self.web_port}/metrics"
             with urllib.request.urlopen(url, timeout=5) as response:
@@ -431,8 +469,13 @@ class FaustProcess:
         return sum(
             float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()
-            if line.startswith((f"{series} ", f"{series}{{"))
+            if line.startswith((f"{series} ", f"{series}{{")) and where in line
         )
+
+    def labels_learned(self) -> int | None:
+        """Labels the worker learned (``fraud_labels_total{outcome="learned"}``), if known."""
+        learned = self.metric_sum(Metrics.LABELS, where='outcome="learned"')
+        return None if learned is None else int(learned)
 
     def scoring_steps(self) -> int | None:
         """Batches the worker scored (``fraud_scoring_latency_seconds_count``), if known."""
