@@ -689,8 +689,13 @@ class StreamWorker:
         (kind, outcome), the labels learned with their served records, and the outcomes
         to record for their terminals and senders once saved."""
         ids = [label.event_id for _, label, _ in labels]
-        served_raw = await self._redis.mget([self.keys.served(eid) for eid in ids])
-        done_raw = await self._redis.mget([self.keys.labelled(eid) for eid in ids])
+        served_raw, done_found = await asyncio.gather(
+            self._redis.mget([self.keys.served(eid) for eid in ids]),
+            self._get_found(keys=[self.keys.labelled(eid) for eid in ids]),  # mostly absent
+        )
+        done_raw: list[bytes | None] = [None] * len(ids)
+        for i, value in _pairs(done_found):
+            done_raw[i - 1] = value
         counts: Counter[tuple[str, str]] = Counter()
         learned: list[tuple[Label, dict[str, Any]]] = []
         seen: set[str] = set()
