@@ -14,8 +14,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from models.events import encode
-from models.names import RedisKeys, Topics
-from models.registry import OnlineCheckpoints
+from models.names import EVENT_KINDS, RedisKeys, Topics
+from models.online import OnlineModel
+from models.registry import CheckpointConflict, OnlineCheckpoints
 from models.settings import Settings
 from stream.worker import RawMessage, StreamWorker
 from tests import factories
@@ -205,5 +206,34 @@ def test_a_model_trained_on_an_older_feature_set_starts_afresh_and_the_rest_load
         assert upgraded.models["email"].learned == 0
         assert upgraded.label_offset == 29
         assert "email-v1" in caplog.text and "starts afresh" in caplog.text
+
+    asyncio.run(scenario())
+
+
+def test_a_checkpoint_saved_over_a_newer_one_writes_nothing(namespace, redis_url):
+    """The save is a compare and set (``models.registry.SAVE_SCRIPT``): over the version it
+    started from it writes the models and every learned-label marker with its TTL; over any
+    other version it raises and writes neither."""
+    keys = RedisKeys(namespace)
+
+    async def scenario() -> None:
+        r = aioredis.from_url(redis_url)
+        checkpoints = OnlineCheckpoints(r, keys, marker_ttl_s=60)
+        models = {kind: OnlineModel(kind) for kind in EVENT_KINDS}
+        saved = await checkpoints.save(
+            models, base_version=0, label_offset=7, learned_ids=["e1", "e2"]
+        )
+        assert saved == 1
+        assert await r.get(keys.labelled("e1")) == b"1"
+        assert 0 < await r.ttl(keys.labelled("e2")) <= 60
+        before = await r.hgetall(keys.online_checkpoint)
+
+        with pytest.raises(CheckpointConflict, match="at version 1"):
+            await checkpoints.save(models, base_version=0, label_offset=9, learned_ids=["e3"])
+        assert await r.hgetall(keys.online_checkpoint) == before
+        assert await r.exists(keys.labelled("e3")) == 0
+
+        loaded = await checkpoints.load()
+        assert loaded is not None and (loaded.version, loaded.label_offset) == (1, 7)
 
     asyncio.run(scenario())
