@@ -15,18 +15,12 @@ from typing import Any, cast
 import faust
 
 from benchmarks import stack
-from models.names import Topics
 from models.settings import Settings
-from stream.app import App, consuming_config  # importing it builds (never starts) its app
 
 
 def create_app(settings: Settings) -> faust.App:
-    topics = Topics.for_namespace(settings.namespace)
-    # The stream worker's app class and consuming configuration: this is its upper bound.
-    app = App(f"{settings.namespace}-plumbing", **consuming_config(settings))
-    source = app.topic(topics.transactions, key_serializer="raw", value_serializer="raw")
-    counts = app.topic(
-        stack.plumbing_topic(settings.namespace), key_serializer="raw", value_serializer="raw"
+    app, source, counts = stack.plumbing_app(
+        settings, "plumbing", stack.plumbing_topic(settings.namespace)
     )
 
     @app.agent(source, name="plumbing")

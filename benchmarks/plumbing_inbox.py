@@ -13,26 +13,18 @@ and acknowledging them: the most the worker's design can do on this machine. Nex
 from __future__ import annotations
 
 import faust
-from faust.types import Message
 
 from benchmarks import stack
-from models.names import Topics
 from models.settings import Settings
-from stream.app import App, consume, consuming_config  # importing it builds (never starts) its app
-from stream.inbox import Inbox
+from stream.app import consume, read_through_inboxes  # importing it builds (never starts) its app
 from stream.worker import RawMessage
 
 
 def create_app(settings: Settings) -> faust.App:
-    topics = Topics.for_namespace(settings.namespace)
-    app = App(f"{settings.namespace}-plumbing-inbox", **consuming_config(settings))
-    source = app.topic(topics.transactions, key_serializer="raw", value_serializer="raw")
-    counts = app.topic(
-        stack.inbox_plumbing_topic(settings.namespace), key_serializer="raw", value_serializer="raw"
+    app, source, counts = stack.plumbing_app(
+        settings, "plumbing-inbox", stack.inbox_plumbing_topic(settings.namespace)
     )
-    app.topics.add(source)
-    inbox: Inbox[Message] = Inbox(topics.transactions, 4 * settings.batch_size)
-    app.inboxes = {topics.transactions: inbox}  # type: ignore[attr-defined]
+    inbox = read_through_inboxes(app, {source: settings.batch_size})[source.get_topic_name()]
 
     async def count(messages: list[RawMessage]) -> None:
         await counts.send(value=str(len(messages)).encode())

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
@@ -93,6 +94,24 @@ def floor_topic(namespace: str) -> str:
 def plumbing_topic(namespace: str) -> str:
     """Output of :mod:`benchmarks.plumbing` (one message per step, holding its size)."""
     return f"{namespace}.plumbing.v1"
+
+
+def plumbing_app(settings: Settings, name: str, output: str) -> tuple[Any, Any, Any]:
+    """The stream worker's app class and consuming configuration (this is its upper bound),
+    named ``<namespace>-<name>``; with the transactions topic to read and the ``output``
+    topic to count steps on, both raw bytes."""
+    # Imported here: importing stream.app builds (never starts) the worker's app, which only
+    # the Faust processes of the plumbing baselines need.
+    from stream.app import App, consuming_config
+
+    app = App(f"{settings.namespace}-{name}", **consuming_config(settings))
+    source = app.topic(
+        Topics.for_namespace(settings.namespace).transactions,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    counts = app.topic(output, key_serializer="raw", value_serializer="raw")
+    return app, source, counts
 
 
 def inbox_plumbing_topic(namespace: str) -> str:
@@ -393,7 +412,9 @@ class FaustProcess:
     the naive floor) with the namespace's ``FRAUD_*`` settings, logging to ``<name>.log``.
 
     ``extra_env`` adds or overrides variables (``FRAUD_BATCH_WITHIN_S``...); ``profile``
-    attaches ``py-spy record`` (raw collapsed stacks, idle included) to it.
+    attaches ``py-spy record`` (raw collapsed stacks) to it: of every thread, idle included,
+    or with ``profile_gil`` of the thread holding the interpreter lock only (where the CPU
+    goes, without the time threads wait for the lock or for I/O).
     """
 
     def __init__(
@@ -405,6 +426,7 @@ class FaustProcess:
         *,
         extra_env: dict[str, str] | None = None,
         profile: Path | None = None,
+        profile_gil: bool = False,
     ) -> None:
         self.module = module
         self.name = name
@@ -414,6 +436,7 @@ class FaustProcess:
         self.log_path = workdir / f"{name}.log"
         self.extra_env = extra_env or {}
         self.profile = profile
+        self.profile_gil = profile_gil
         self.proc: subprocess.Popen[bytes] | None = None
         self._spy: subprocess.Popen[bytes] | None = None
         self.started_at = float("nan")
@@ -437,7 +460,8 @@ class FaustProcess:
             spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
             self._spy = subprocess.Popen(
                 [spy, "record", "--pid", str(self.proc.pid), "--rate", "100", "--format", "raw",
-                 "--idle", "--output", str(self.profile / f"{self.name}.txt")],
+                 "--gil" if self.profile_gil else "--idle",
+                 "--output", str(self.profile / f"{self.name}.txt")],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.STDOUT,
             )  # fmt: skip

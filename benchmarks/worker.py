@@ -32,7 +32,8 @@ output topic: sustained = events / (last stamp - first stamp); total = last stam
 start (start-up, group join and table recovery included). CPU seconds are counted for every
 process involved and for the rest of the machine, which other work may share.
 
-Usage: ``python -m benchmarks worker [--count N] [--skip-floor] [--learning] [--profile DIR]``.
+Usage: ``python -m benchmarks worker [--count N] [--skip-floor] [--learning] [--profile DIR
+[--profile-gil]]``.
 """
 
 from __future__ import annotations
@@ -106,8 +107,8 @@ class ProcessRun:
     cpu_s: dict[str, float]
     steps: int | None
     """Scoring steps (batches) the worker took, from its /metrics."""
-    learned: int | None = None
-    """Labels the worker learned by the time its events were done (``--learning``)."""
+    learned: int | None
+    """Labels the worker learned by the time its events were done, from its /metrics."""
 
     @property
     def total_s(self) -> float:
@@ -153,7 +154,7 @@ def run_process(
             raise RuntimeError(f"{process.name} died:\n{process.log_tail()}")
         cpu = meter.read()
         steps = process.scoring_steps()
-        learned = process.labels_learned() if since is not None else None
+        learned = process.labels_learned()
     if not counted:
         span = stack.topic_span(process.settings, output, since)
     return ProcessRun(label, span, process.started_at, finished, cpu, steps, learned)
@@ -189,7 +190,9 @@ def learning_run(
         f"events in {took:.1f} s",
         flush=True,
     )
-    worker = stack.FaustProcess("stream", "worker", settings, workdir, profile=args.profile)
+    worker = stack.FaustProcess(
+        "stream", "worker", settings, workdir, profile=args.profile, profile_gil=args.profile_gil
+    )
     return run_process(
         worker,
         "worker, learning: python -m stream worker",
@@ -241,6 +244,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--profile", type=Path, metavar="DIR", help="py-spy both Faust processes into DIR"
     )
     parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="with --profile: sample the thread holding the interpreter lock only (CPU use), "
+        "not every thread with its idle time",
+    )
+    parser.add_argument(
         "--workdir", type=Path, metavar="DIR", help="keep logs and data here (default: temp)"
     )
     args = parser.parse_args(argv)
@@ -280,7 +289,14 @@ def main(argv: list[str]) -> int:
         if args.learning:
             runs.append(learning_run(args, settings, workdir, svc.pids, generated))
         else:
-            worker = stack.FaustProcess("stream", "worker", settings, workdir, profile=args.profile)
+            worker = stack.FaustProcess(
+                "stream",
+                "worker",
+                settings,
+                workdir,
+                profile=args.profile,
+                profile_gil=args.profile_gil,
+            )
             runs.append(
                 run_process(
                     worker,
@@ -318,7 +334,9 @@ def main(argv: list[str]) -> int:
         )
         skip = args.skip_floor or args.learning
         for module, name, label, output, counted in () if skip else baselines:
-            baseline = stack.FaustProcess(module, name, settings, workdir, profile=args.profile)
+            baseline = stack.FaustProcess(
+                module, name, settings, workdir, profile=args.profile, profile_gil=args.profile_gil
+            )
             runs.insert(
                 0,
                 run_process(
@@ -346,7 +364,7 @@ def main(argv: list[str]) -> int:
         print(f"{run.label.split(':')[0]}: {stack.describe_cpu(run.cpu_s, run.total_s)}")
         if run.steps:
             print(f"{'':<7}{run.steps:,} scoring steps, {run.span.count / run.steps:,.0f} each")
-        if run.learned is not None:
+        if run.learned:  # none for a run without labels
             print(f"{'':<7}{run.learned:,} labels learned by the time the events were scored")
     if runs[-1].span.count > args.count:
         print(f"note: the worker wrote {runs[-1].span.count - args.count:,} events twice")

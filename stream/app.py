@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any, cast
 
 import aiokafka
@@ -308,6 +308,20 @@ async def consume(
             consumer.ack(message)
 
 
+def read_through_inboxes(app: faust.App, steps: Mapping[Any, int]) -> dict[str, Inbox[Message]]:
+    """Subscribe ``app`` to each topic of ``steps`` (Faust topics -> the most messages a step
+    takes) through Faust's conductor, as an agent's would be, with its records going to an
+    :class:`Inbox` of :data:`INBOX_STEPS` steps (``stream.transport``); return the inboxes by
+    topic name, for :func:`consume`."""
+    inboxes: dict[str, Inbox[Message]] = {}
+    for topic, step in steps.items():
+        app.topics.add(topic)
+        name = topic.get_topic_name()
+        inboxes[name] = Inbox(name, INBOX_STEPS * step)
+    app.inboxes = inboxes  # type: ignore[attr-defined]
+    return inboxes
+
+
 class App(faust.App):
     """A Faust app whose Kafka consumer waits at most :data:`stream.transport.FETCH_MAX_WAIT_MS`
     per fetch.
@@ -440,16 +454,13 @@ def create_app(settings: Settings) -> faust.App:
         history.export_size(kind)
     worker = StreamWorker(settings, sink, dict(histories), redis)
 
-    # The input topics: subscribed through Faust's conductor (as an agent's would be), read
-    # through inboxes (see ``consume``).
-    for topic in (*sources.values(), labels_topic):
-        app.topics.add(topic)
-    inboxes: dict[str, Inbox[Message]] = {
-        topics.events(kind): Inbox(topics.events(kind), INBOX_STEPS * settings.batch_size)
-        for kind in EVENT_KINDS
-    }
-    inboxes[topics.labels] = Inbox(topics.labels, INBOX_STEPS * settings.checkpoint_every_labels)
-    app.inboxes = inboxes  # type: ignore[attr-defined]
+    inboxes = read_through_inboxes(
+        app,
+        {
+            **{source: settings.batch_size for source in sources.values()},
+            labels_topic: settings.checkpoint_every_labels,
+        },
+    )
 
     def score_loop(kind: EventKind) -> None:
         async def score() -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -123,11 +123,17 @@ class Inbox(Generic[M]):
 
     def clear(self) -> dict[Partition, int]:
         """Drop every message waiting; return each partition's first offset dropped."""
-        first: dict[Partition, int] = {}
-        for chunk in self._chunks:
-            for message in chunk.messages[chunk.start :]:
-                first.setdefault((message.topic, message.partition), message.offset)
+        first = first_offsets(m for chunk in self._chunks for m in chunk.messages[chunk.start :])
         self._chunks.clear()
         self._count = 0
         self._room.set()
         return first
+
+
+def first_offsets(messages: Iterable[Offset]) -> dict[Partition, int]:
+    """Each partition's first offset among ``messages`` (in their order): where to read a
+    partition again from when they are dropped."""
+    first: dict[Partition, int] = {}
+    for message in messages:
+        first.setdefault((message.topic, message.partition), message.offset)
+    return first

@@ -34,7 +34,7 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, Message
 from mode import Service
 
-from stream.inbox import Inbox
+from stream.inbox import Inbox, first_offsets
 
 log = logging.getLogger(__name__)
 
@@ -181,10 +181,7 @@ class Consumer(aiokafka_driver.Consumer):
         if self.flow_active:
             inbox.put(messages)
             return
-        first: dict[TP, int] = {}
-        for message in messages:
-            first.setdefault(message.tp, message.offset)
-        await self._read_again(first)
+        await self.read_again(first_offsets(messages))
 
     async def read_again(self, dropped: Mapping[tuple[str, int], int]) -> None:
         """:meth:`_read_again` by (topic, partition): what an inbox dropped."""

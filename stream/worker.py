@@ -693,16 +693,14 @@ class StreamWorker:
             self._redis.mget([self.keys.served(eid) for eid in ids]),
             self._get_found(keys=[self.keys.labelled(eid) for eid in ids]),  # mostly absent
         )
-        done_raw: list[bytes | None] = [None] * len(ids)
-        for i, value in _pairs(done_found):
-            done_raw[i - 1] = value
+        done = {ids[i - 1] for i, _ in _pairs(done_found)}  # learned before
         counts: Counter[tuple[str, str]] = Counter()
         learned: list[tuple[Label, dict[str, Any]]] = []
         seen: set[str] = set()
         early: list[tuple[Label, bytes]] = []
         outcomes: list[Outcome] = []
-        for (_, label, raw), served, done in zip(labels, served_raw, done_raw, strict=True):
-            if done or label.event_id in seen:
+        for (_, label, raw), served in zip(labels, served_raw, strict=True):
+            if label.event_id in done or label.event_id in seen:
                 counts[label.kind, "duplicate"] += 1
             elif served is None:
                 early.append((label, raw))
