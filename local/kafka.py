@@ -212,6 +212,10 @@ class KafkaBroker(Service):
                 # Small local footprint: fewer threads than the defaults, short retention.
                 "num.network.threads=2",
                 "num.io.threads=4",
+                # The log cleaner looks for closed changelog segments to compact every second
+                # (Kafka's default: 15 s), so a worker restarted soon after a segment closed
+                # already reads the compacted log (models.topology.changelog_topic_config).
+                "log.cleaner.backoff.ms=1000",
                 "log.retention.hours=24",
                 "",
             ]

@@ -21,6 +21,8 @@ KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 """``FRAUD_KAFKA_SECURITY_PROTOCOL`` values, as Kafka names them."""
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 """``FRAUD_KAFKA_SASL_MECHANISM`` values: those kafka-python, aiokafka and Faust all speak."""
+KAFKA_MIN_SEGMENT_BYTES = 1024 * 1024
+"""Kafka refuses a topic whose ``segment.bytes`` is below this (Kafka 4)."""
 
 
 class SettingsError(ValueError):
@@ -116,6 +118,22 @@ class Settings:
         metadata={
             "help": "how often a worker drops from memory the card and sender histories no "
             "event can use any more (idle 8 and 31 days), seconds"
+        },
+    )
+    changelog_segment_bytes: int = field(
+        default=16 * 1024 * 1024,
+        metadata={
+            "help": "segment size of the history tables' changelog topics, bytes (Kafka's "
+            "minimum: 1048576): Kafka compacts a changelog to one record per card or sender "
+            "in closed segments only, so a restarted worker reads at most this much more "
+            "per partition"
+        },
+    )
+    changelog_segment_s: int = field(
+        default=3600,
+        metadata={
+            "help": "longest a changelog segment stays open, seconds: it bounds what a quiet "
+            "changelog leaves uncompacted"
         },
     )
     alerts_stream_maxlen: int = field(
@@ -256,10 +274,16 @@ class Settings:
             "served_features_ttl_s",
             "served_after_label_s",
             "forget_sweep_interval_s",
+            "changelog_segment_s",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
 
+        if self.changelog_segment_bytes < KAFKA_MIN_SEGMENT_BYTES:
+            raise SettingsError(
+                f"{ENV_PREFIX}CHANGELOG_SEGMENT_BYTES must be at least {KAFKA_MIN_SEGMENT_BYTES} "
+                "(Kafka's minimum segment size)"
+            )
         for name in ("cost_missed", "cost_review", "cost_false_block", "retrain_budget_s"):
             if not getattr(self, name) > 0:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be above 0")

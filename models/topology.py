@@ -37,6 +37,26 @@ def topic_partitions(settings: Settings) -> dict[str, int]:
     return counts
 
 
+def changelog_topic_config(settings: Settings) -> dict[str, str]:
+    """Topic configuration of the history tables' changelogs (Faust creates those topics).
+
+    Faust makes them compacted, but Kafka compacts closed segments only, and its default
+    segment (1 GiB, rolled after 7 days) keeps every history update of a partition until
+    then: a worker restarted or taking over partitions replays each of those updates (one
+    per event scored), so its start-up grows with the traffic, up to 1 GiB of updates a
+    partition, millions of records, where Faust recovers some 10,000-15,000 a second
+    (docs/benchmarks.md, *Restart*). With segments of
+    ``changelog_segment_bytes`` closed after at most ``changelog_segment_s``, a recovery
+    reads about one record per card or sender plus at most one open segment per partition.
+    Applied when a changelog topic is created; an existing one keeps its configuration
+    (docs/operations.md says how to change it).
+    """
+    return {
+        "segment.bytes": str(settings.changelog_segment_bytes),
+        "segment.ms": str(settings.changelog_segment_s * 1000),
+    }
+
+
 def ensure_topics(
     settings: Settings, *, only: Iterable[str] | None = None, timeout_s: float = 30.0
 ) -> list[str]:

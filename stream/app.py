@@ -48,7 +48,7 @@ from models import kafka_security
 from models.events import InvalidEvent, ModelUpdate, decode
 from models.names import EVENT_KINDS, EventKind, Topics, consumer_group
 from models.settings import Settings
-from models.topology import topic_partitions
+from models.topology import changelog_topic_config, topic_partitions
 from stream import lag, metrics
 from stream.batch_models import BatchModels
 from stream.heap import settle_heap
@@ -444,6 +444,7 @@ def create_app(settings: Settings) -> faust.App:
             key_type=bytes,
             value_type=bytes,
             use_partitioner=True,
+            extra_topic_configs=changelog_topic_config(settings),
         )
         for kind in EVENT_KINDS
     }

@@ -12,12 +12,22 @@ from collections import Counter
 import msgspec
 import pytest
 import redis
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType
 
-from models.events import Alert, DeadLetter, ScoredEvent, decode
-from models.names import RedisKeys, Topics
+from models.events import Alert, DeadLetter, ScoredEvent, Transaction, decode
+from models.names import RedisKeys, Topics, consumer_group
 from models.online import OnlineModel
+from models.settings import Settings
 from tests import factories
-from tests.integration.harness import FAST_REJOIN, WorkerProcess, collect, publish, publish_raw
+from tests.integration.harness import (
+    FAST_REJOIN,
+    WorkerProcess,
+    collect,
+    publish,
+    publish_raw,
+    scored_all,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -156,5 +166,85 @@ def test_killed_worker_resumes_from_redis_and_changelogs_without_loss(settings, 
 
         alerted = alert_event_ids(r, keys)
         assert len(alerted) == len(set(alerted)), Counter(alerted).most_common(3)
+    finally:
+        restarted.stop()
+
+
+def event_ids(events: list[Transaction]) -> set[str]:
+    return {event.event_id for event in events}
+
+
+def changelog_records(settings: Settings, topic: str) -> tuple[int, int]:
+    """(records the topic holds now, records ever written to it: the sum of its end offsets)."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        held = 0
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            held += sum(len(records) for records in consumer.poll(500).values())
+        return held, sum(ends.values())
+    finally:
+        consumer.close()
+
+
+def topic_config(settings: Settings, topic: str) -> dict[str, str]:
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        return {name: entry["value"] for name, entry in described["topic"][topic].items()}
+    finally:
+        admin.close()
+
+
+def test_a_restarted_worker_recovers_whole_histories_from_a_compacted_changelog(settings, tmp_path):
+    """Kafka compacts the card histories' changelog to one record per card once a segment
+    closes (segments close after a second here, and the local broker's log cleaner looks
+    every second), and a worker started on the compacted changelog has every card's whole
+    history."""
+    settings = settings.replace(changelog_segment_s=1)
+    topics = Topics.for_namespace(settings.namespace)
+    changelog = f"{consumer_group(settings.namespace)}-transaction-history-changelog"
+    cards = 50  # factories.transaction: card n % 50, event time T0 + n seconds
+    worker = WorkerProcess(settings, tmp_path, "first", env=FAST_REJOIN).start()
+    try:
+        # Ten steps or more, each writing the history of every card it touched.
+        for start in range(0, 1000, 100):
+            wave = [factories.transaction(n) for n in range(start, start + 100)]
+            publish(settings, topics.transactions, wave)
+            collect(settings, topics.scored, scored_all(event_ids(wave)), worker=worker)
+        config = topic_config(settings, changelog)
+        assert config["cleanup.policy"] == "compact"
+        assert config["segment.ms"] == "1000"
+        assert config["segment.bytes"] == str(settings.changelog_segment_bytes)
+        _, superseded = changelog_records(settings, changelog)
+        assert superseded >= 10 * cards, "too few history updates to show a compaction"
+
+        time.sleep(1.5)  # the segments holding them are older than segment.ms now...
+        closing = [factories.transaction(n) for n in range(1000, 1200)]
+        publish(settings, topics.transactions, closing)  # ...and the next write closes them
+        collect(settings, topics.scored, scored_all(event_ids(closing)), worker=worker)
+        deadline = time.monotonic() + 60
+        while True:
+            held, written = changelog_records(settings, changelog)
+            # One record per card for the closed segments, the open ones as written.
+            if held <= cards + (written - superseded):
+                break
+            assert time.monotonic() < deadline, f"not compacted: {held} of {written} records"
+            time.sleep(1)
+    finally:
+        worker.kill()
+
+    second = [factories.transaction(n) for n in range(1200, 1400)]
+    publish(settings, topics.transactions, second)
+    restarted = WorkerProcess(settings, tmp_path, "second", env=FAST_REJOIN).start()
+    try:
+        values = collect(settings, topics.scored, scored_all(event_ids(second)), worker=restarted)
+        latest = {e.event_id: e for e in (decode(v, ScoredEvent) for v in values)}
+        # Every earlier transaction of the card is within 24 h: n // 50 of them.
+        counts = {t.event_id: latest[t.event_id].features["card_count_24h"] for t in second}
+        assert counts == {t.event_id: int(t.event_id[4:]) // cards for t in second}
     finally:
         restarted.stop()

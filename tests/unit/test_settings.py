@@ -10,6 +10,7 @@ import pytest
 
 from models import kafka_security
 from models.settings import Settings, SettingsError, masked_url
+from models.topology import changelog_topic_config
 from stream.app import broker_credentials, consuming_config
 
 
@@ -29,6 +30,19 @@ def test_bad_values_name_their_variable():
         Settings.from_env({"FRAUD_PARTITIONS": "many"})
     with pytest.raises(SettingsError, match="FRAUD_NAMESPACE"):
         Settings.from_env({"FRAUD_NAMESPACE": "a b"})
+
+
+def test_changelog_segments_are_refused_below_kafkas_minimum_and_reach_the_topic_config():
+    with pytest.raises(
+        SettingsError, match="FRAUD_CHANGELOG_SEGMENT_BYTES must be at least 1048576"
+    ):
+        Settings.from_env({"FRAUD_CHANGELOG_SEGMENT_BYTES": "65536"})
+    with pytest.raises(SettingsError, match="FRAUD_CHANGELOG_SEGMENT_S must be at least 1"):
+        Settings.from_env({"FRAUD_CHANGELOG_SEGMENT_S": "0"})
+    settings = Settings.from_env(
+        {"FRAUD_CHANGELOG_SEGMENT_BYTES": "2097152", "FRAUD_CHANGELOG_SEGMENT_S": "90"}
+    )
+    assert changelog_topic_config(settings) == {"segment.bytes": "2097152", "segment.ms": "90000"}
 
 
 # -- Kafka security -------------------------------------------------------------------------
