@@ -32,6 +32,8 @@ commands (default: all):
              counted in Redis against the sets read whole (needs no broker; not part of all)
   soak       twice the nominal rate for ten minutes: worker memory, Redis memory and consumer
              lag over time (not part of all)
+  restart    changelog records a restarted worker recovers and its time to score again, with
+             Kafka's default changelog segments and the project's (not part of all)
   all        the three in turn, sharing one broker and Redis (the default)
 
 `python -m benchmarks COMMAND --help` lists a command's options. Each run starts its own
@@ -105,6 +107,12 @@ def _soak(argv: list[str]) -> int:
     return soak.main(argv)
 
 
+def _restart(argv: list[str]) -> int:
+    from benchmarks import restart
+
+    return restart.main(argv)
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "worker": _worker,
     "latency": _latency,
@@ -114,6 +122,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "swap": _swap,
     "outcomes": _outcomes,
     "soak": _soak,
+    "restart": _restart,
 }
 
 

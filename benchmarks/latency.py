@@ -186,17 +186,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=float,
         help="FRAUD_BATCH_WITHIN_S for the worker (default: the settings' 0.01 s)",
     )
-    parser.add_argument(
-        "--bootstrap-servers", metavar="HOST:PORT", help="use this broker instead of starting one"
-    )
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the worker into DIR")
     parser.add_argument(
         "--timeline", action="store_true", help="also print the latency second by second"
     )
-    parser.add_argument("--redis-url", metavar="URL", help="use this Redis instead of starting one")
-    parser.add_argument(
-        "--workdir", type=Path, metavar="DIR", help="keep logs and data here (default: temp)"
-    )
+    stack.add_service_options(parser)
     args = parser.parse_args(argv)
     if not 0 < args.rate <= 100_000:
         parser.error("--rate must be in (0, 100000]")

@@ -9,6 +9,7 @@ can read after the run, or fall behind, without changing what it measures).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import shutil
@@ -117,6 +118,18 @@ def plumbing_app(settings: Settings, name: str, output: str) -> tuple[Any, Any, 
 def inbox_plumbing_topic(namespace: str) -> str:
     """Output of :mod:`benchmarks.plumbing_inbox` (one message per step, holding its size)."""
     return f"{namespace}.plumbing-inbox.v1"
+
+
+def add_service_options(parser: argparse.ArgumentParser) -> None:
+    """``--bootstrap-servers``, ``--redis-url`` and ``--workdir``: the options of each benchmark
+    that runs against the broker and Redis of :func:`services`."""
+    parser.add_argument(
+        "--bootstrap-servers", metavar="HOST:PORT", help="use this broker instead of starting one"
+    )
+    parser.add_argument("--redis-url", metavar="URL", help="use this Redis instead of starting one")
+    parser.add_argument(
+        "--workdir", type=Path, metavar="DIR", help="keep logs and data here (default: temp)"
+    )
 
 
 def workdir(cleanup: contextlib.ExitStack, path: Path | None) -> Path:

@@ -283,13 +283,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=300_000,
         help="transactions of the lake the retrained model learns from (300,000)",
     )
-    parser.add_argument(
-        "--bootstrap-servers", metavar="HOST:PORT", help="use this broker instead of starting one"
-    )
-    parser.add_argument("--redis-url", metavar="URL", help="use this Redis instead of starting one")
-    parser.add_argument(
-        "--workdir", type=Path, metavar="DIR", help="keep logs and data here (default: temp)"
-    )
+    stack.add_service_options(parser)
     args = parser.parse_args(argv)
     if args.lake_events < 10_000:
         parser.error("--lake-events must be at least 10,000")

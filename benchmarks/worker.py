@@ -237,10 +237,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "earlier ones (a first worker scores those before; see learning_run)",
     )
     parser.add_argument(
-        "--bootstrap-servers", metavar="HOST:PORT", help="use this broker instead of starting one"
-    )
-    parser.add_argument("--redis-url", metavar="URL", help="use this Redis instead of starting one")
-    parser.add_argument(
         "--profile", type=Path, metavar="DIR", help="py-spy both Faust processes into DIR"
     )
     parser.add_argument(
@@ -249,9 +245,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="with --profile: sample the thread holding the interpreter lock only (CPU use), "
         "not every thread with its idle time",
     )
-    parser.add_argument(
-        "--workdir", type=Path, metavar="DIR", help="keep logs and data here (default: temp)"
-    )
+    stack.add_service_options(parser)
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error("--count must be at least 1")

@@ -28,6 +28,7 @@ CASES = [
     (["models.redis_acl"], "required: command"),
     (["benchmarks", "soak", "--rate", "x"], "invalid float value: 'x'"),
     (["benchmarks", "outcomes", "--batch", "0"], "must be at least 1"),
+    (["benchmarks", "restart", "--probes", "0"], "--count and --probes must be at least 1"),
     (["local"], "required: service, action"),
 ]
 
