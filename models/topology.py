@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 
 from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from models import kafka_security
@@ -48,13 +48,56 @@ def changelog_topic_config(settings: Settings) -> dict[str, str]:
     (docs/benchmarks.md, *Restart*). With segments of
     ``changelog_segment_bytes`` closed after at most ``changelog_segment_s``, a recovery
     reads about one record per card or sender plus at most one open segment per partition.
-    Applied when a changelog topic is created; an existing one keeps its configuration
-    (docs/operations.md says how to change it).
+    Faust applies it when it creates a changelog; a worker gives it to one that exists when
+    it starts (:func:`align_changelog_configs`).
     """
     return {
         "segment.bytes": str(settings.changelog_segment_bytes),
         "segment.ms": str(settings.changelog_segment_s * 1000),
     }
+
+
+def align_changelog_configs(settings: Settings, topics: Iterable[str]) -> dict[str, str]:
+    """Give the existing ``topics`` (history changelogs) :func:`changelog_topic_config` where
+    they differ; return what changed, "segment.ms 604800000 -> 3600000" by topic.
+
+    Faust creates a missing changelog with that configuration, but never changes one that
+    exists: a changelog made before these settings, or with other values, would keep Kafka's
+    1 GiB segments and a restart would replay every update they hold. The change is
+    incremental (the other settings of the topic stay), and a topic not created yet is left
+    to Faust. Raises ``KafkaError`` when the broker refuses (the caller logs it and goes on).
+    """
+    wanted = changelog_topic_config(settings)
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap.split(","),
+        client_id=f"{settings.namespace}-changelog-config",
+        request_timeout_ms=10_000,
+        **kafka_security.kafka_python_config(settings),
+    )
+    try:
+        existing = set(admin.list_topics())
+        names = [name for name in topics if name in existing]
+        if not names:
+            return {}
+        described = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in names],
+            config_filter="all",
+        )["topic"]
+        changes: dict[str, str] = {}
+        for name in names:
+            now = {key: entry["value"] for key, entry in described[name].items()}
+            differ = {key: value for key, value in wanted.items() if now.get(key) != value}
+            if not differ:
+                continue
+            answer = admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, name, configs=differ)], incremental=True
+            )["topic"][name]
+            if answer != "OK":
+                raise KafkaError(f"{name}: the broker refused {differ}: {answer}")
+            changes[name] = ", ".join(f"{key} {now.get(key)} -> {v}" for key, v in differ.items())
+        return changes
+    finally:
+        admin.close()
 
 
 def ensure_topics(

@@ -48,7 +48,7 @@ from models import kafka_security
 from models.events import InvalidEvent, ModelUpdate, decode
 from models.names import EVENT_KINDS, EventKind, Topics, consumer_group
 from models.settings import Settings
-from models.topology import changelog_topic_config, topic_partitions
+from models.topology import align_changelog_configs, changelog_topic_config, topic_partitions
 from stream import lag, metrics
 from stream.batch_models import BatchModels
 from stream.heap import settle_heap
@@ -543,6 +543,25 @@ def create_app(settings: Settings) -> faust.App:
         """Every worker reads every model announcement (no consumer group) and loads the
         batch model the pointers name; see ``stream.batch_models``."""
         await follow_announcements(settings, topics.model_updates, worker.batch_models)
+
+    changelogs = [table.changelog_topic.get_topic_name() for table in tables.values()]
+
+    @app.task
+    async def align_changelog_segments() -> None:
+        """Changelogs made before the segment settings (or with other values) get them: see
+        ``models.topology.align_changelog_configs``. A refusal is logged; the worker runs on
+        (a restart then reads more records)."""
+        try:
+            changed = await asyncio.to_thread(align_changelog_configs, settings, changelogs)
+        except Exception as exc:
+            log.warning(
+                "could not give the changelogs the segment settings "
+                "(FRAUD_CHANGELOG_SEGMENT_*): %s; docs/operations.md says how by hand",
+                exc,
+            )
+            return
+        for topic, change in changed.items():
+            log.info("changelog %s now has %s (FRAUD_CHANGELOG_SEGMENT_*)", topic, change)
 
     @app.timer(interval=settings.forget_sweep_interval_s)
     async def forget_idle_histories() -> None:

@@ -13,12 +13,13 @@ import msgspec
 import pytest
 import redis
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
 from models.events import Alert, DeadLetter, ScoredEvent, Transaction, decode
 from models.names import RedisKeys, Topics, consumer_group
 from models.online import OnlineModel
 from models.settings import Settings
+from models.topology import align_changelog_configs
 from tests import factories
 from tests.integration.harness import (
     FAST_REJOIN,
@@ -160,6 +161,9 @@ def test_killed_worker_resumes_from_redis_and_changelogs_without_loss(settings, 
         assert all(int(v.rsplit("-", 1)[1]) >= version_before_crash for v in versions)
         # ...and from the card histories in the changelog: card-0000 had 20 transactions in
         # the first 1000 seconds; its first transaction of the second half sees them all.
+        # The changelog Faust made has the settings' segments (so Kafka compacts it).
+        changelog = f"{consumer_group(settings.namespace)}-transaction-history-changelog"
+        assert topic_config(settings, changelog)["segment.bytes"] == "16777216"
         first_of_second = latest[second[0].event_id]
         assert first_of_second.entity_id == "card-0000"
         assert first_of_second.features["card_count_24h"] == 20
@@ -190,6 +194,37 @@ def changelog_records(settings: Settings, topic: str) -> tuple[int, int]:
         consumer.close()
 
 
+def create_topic(settings: Settings, topic: str, config: dict[str, str]) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        admin.create_topics(
+            [NewTopic(topic, num_partitions=4, replication_factor=1, topic_configs=config)]
+        )
+    finally:
+        admin.close()
+
+
+def test_existing_changelogs_get_the_segment_settings_and_keep_the_rest(settings):
+    made_before = f"{consumer_group(settings.namespace)}-transaction-history-changelog"
+    create_topic(settings, made_before, {"cleanup.policy": "compact", "retention.ms": "86400000"})
+    not_yet_made = f"{consumer_group(settings.namespace)}-email-history-changelog"
+
+    changed = align_changelog_configs(settings, [made_before, not_yet_made])
+
+    assert changed == {
+        made_before: "segment.bytes 1073741824 -> 16777216, segment.ms 604800000 -> 3600000"
+    }
+    config = topic_config(settings, made_before)
+    assert (config["segment.bytes"], config["segment.ms"]) == ("16777216", "3600000")
+    assert (config["cleanup.policy"], config["retention.ms"]) == ("compact", "86400000")
+    assert align_changelog_configs(settings, [made_before]) == {}, "not idempotent"
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        assert not_yet_made not in admin.list_topics(), "it made a changelog Faust had not"
+    finally:
+        admin.close()
+
+
 def topic_config(settings: Settings, topic: str) -> dict[str, str]:
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     try:
@@ -203,11 +238,14 @@ def test_a_restarted_worker_recovers_whole_histories_from_a_compacted_changelog(
     """Kafka compacts the card histories' changelog to one record per card once a segment
     closes (segments close after a second here, and the local broker's log cleaner looks
     every second), and a worker started on the compacted changelog has every card's whole
-    history."""
+    history. The changelog exists before the first worker starts, with Kafka's default
+    segments: the worker gives it the settings' segments."""
     settings = settings.replace(changelog_segment_s=1)
     topics = Topics.for_namespace(settings.namespace)
     changelog = f"{consumer_group(settings.namespace)}-transaction-history-changelog"
     cards = 50  # factories.transaction: card n % 50, event time T0 + n seconds
+    # As a worker before the segment settings made it: compacted, Kafka's own segments.
+    create_topic(settings, changelog, {"cleanup.policy": "compact"})
     worker = WorkerProcess(settings, tmp_path, "first", env=FAST_REJOIN).start()
     try:
         # Ten steps or more, each writing the history of every card it touched.
