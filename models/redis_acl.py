@@ -4,7 +4,8 @@ batch models that workers load and trust once verified.
 The key patterns come from :class:`models.names.RedisKeys` (``RedisKeys(ns).served("*")``
 and so on), so a key renamed there is renamed here. Every role gets only the commands its
 code sends; a command or key outside its rules is refused with ``NOPERM`` and recorded in
-``ACL LOG``. The ``default`` user is switched off: every connection must log in as a role.
+``ACL LOG``. The ``default`` user is switched off: every connection must log in as a role
+(its rules: :data:`DEFAULT_USER_RULES`).
 
 Users (docs/security.md has the full table):
 
@@ -205,10 +206,19 @@ def roles(namespace: str) -> tuple[Role, ...]:
     )
 
 
+DEFAULT_USER_RULES = "~* &* +@all"
+"""The ``default`` user is off: no connection can log in as it. Its rules are for Redis
+itself: Redis 7.0 replays the append-only file as the default user, and checks every command
+of each MULTI/EXEC block there (what a Lua script's writes become in the file) against that
+user's rules. With none, a restart dropped the writes of every script (checkpoints, label
+outcomes, served features): seen under ``make up``, where the online checkpoint went back to
+the version it had before each restart (``tests/integration/test_redis_acl.py``)."""
+
+
 def _lines(
     namespace: str, password: Callable[[Role], str], redis_version: tuple[int, int]
 ) -> list[str]:
-    lines = ["user default reset off"]  # no anonymous access at all
+    lines = [f"user default reset off {DEFAULT_USER_RULES}"]  # no anonymous access at all
     for role in roles(namespace):
         rules = " ".join(role.rules(redis_version))
         lines.append(f"user {role.user} reset on {password(role)} {rules}")

@@ -1,4 +1,4 @@
-"""The worker's Kafka transport: Faust's aiokafka driver with four changes.
+"""The worker's Kafka transport: Faust's aiokafka driver with five changes.
 
 - The consumer waits at most :data:`FETCH_MAX_WAIT_MS` for an empty fetch (see ``stream.app.App``).
 - The producer is idempotent: a batch sent again because its acknowledgement was lost (a
@@ -7,6 +7,7 @@
   (:meth:`Consumer.getmany`).
 - The records of the worker's input topics go to their ``stream.inbox.Inbox`` a fetch at a
   time, not to Faust's streams one message at a time (:meth:`Consumer._drain_messages`).
+- A seek runs on the consumer thread (:meth:`Consumer._seek`).
 
 The read-again closes a hole through which a worker taking over partitions lost records for
 good. A fetch can return while a rebalance has stopped Faust's flow: Faust then hands over
@@ -182,6 +183,22 @@ class Consumer(aiokafka_driver.Consumer):
             inbox.put(messages)
             return
         await self.read_again(first_offsets(messages))
+
+    async def _seek(self, partition: TP, offset: int) -> None:
+        """Seek on the consumer thread, where aiokafka's fetcher lives.
+
+        Faust's ``_seek`` calls aiokafka's ``seek`` from the event loop's thread, while the
+        consumer thread may be handing out fetched records, and aiokafka's fetcher is not
+        thread-safe: a seek that dropped a partition's fetched records in the middle of
+        ``Fetcher.fetched_records`` crashed it (``KeyError``), and the worker stopped. Seen
+        under ``make up``: the learner read again labels that had expired from Kafka, a
+        seek every few milliseconds at start-up (``stream.offsets``)."""
+        thread = self._thread
+
+        async def seek() -> None:  # runs on the consumer thread's event loop
+            thread.seek(partition, offset)
+
+        await thread.call_thread(seek)
 
     async def read_again(self, dropped: Mapping[tuple[str, int], int]) -> None:
         """:meth:`_read_again` by (topic, partition): what an inbox dropped."""

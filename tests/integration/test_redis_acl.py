@@ -30,8 +30,9 @@ from models import redis_acl, weights
 from models.batch_registry import BatchModelRegistry, load_current_async
 from models.events import Alert, ScoredEvent, decode
 from models.features import FEATURE_SET_VERSIONS
-from models.names import RedisKeys, Topics
+from models.names import EVENT_KINDS, RedisKeys, Topics
 from models.online import OnlineModel
+from models.registry import OnlineCheckpoints
 from models.settings import Settings
 from models.topology import ensure_topics
 from stream.alerts_page.feed import AlertFeed
@@ -47,13 +48,18 @@ KEY = "acl-test-signing-key"
 class AclRedis:
     """A Redis loading the ACL of one namespace, and a client per role."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, persistent: bool = False) -> None:
         self.namespace = "acl" + uuid.uuid4().hex[:8]
         self.keys = RedisKeys(self.namespace)
         self.passwords = {r.user: secrets.token_hex(16) for r in redis_acl.roles("x")}
         acl = redis_acl.render(self.namespace, self.passwords, redis_version=server_version())
         self.server = RedisServer(
-            acl=acl, user="admin", password=self.passwords["admin"], data_dir=tmp, log_dir=tmp
+            acl=acl,
+            user="admin",
+            password=self.passwords["admin"],
+            data_dir=tmp,
+            log_dir=tmp,
+            persistent=persistent,
         )
 
     def url(self, user: str) -> str:
@@ -88,7 +94,41 @@ def test_no_anonymous_access_and_wrong_passwords_are_refused(acl_redis: AclRedis
         redis.Redis(port=acl_redis.server.port).ping()
     with pytest.raises(AuthenticationError):
         redis.Redis.from_url(acl_redis.server.url_for("batch", "not-the-password")).ping()
+    with pytest.raises(AuthenticationError):  # the default user is off, whatever its rules
+        redis.Redis.from_url(acl_redis.server.url_for("default", "any-password")).ping()
     assert acl_redis.client("worker").ping()
+
+
+def test_what_scripts_wrote_survives_a_restart_from_the_append_only_file(tmp_path: Path):
+    """Redis replays its append-only file as the default user (Redis 7.0) and checks the
+    commands of each MULTI/EXEC block there (a script's writes) against that user's rules.
+    With none (``user default reset off``), a restart dropped every script's writes: under
+    ``make up`` the online checkpoint went back to its version before each restart."""
+    target = AclRedis(tmp_path, persistent=True)
+    target.server.start()
+    try:
+
+        async def save() -> int:
+            client = aioredis.Redis.from_url(target.url("worker"))
+            try:
+                checkpoints = OnlineCheckpoints(client, target.keys, marker_ttl_s=3600)
+                models = {kind: OnlineModel(kind) for kind in EVENT_KINDS}
+                return await checkpoints.save(
+                    models, base_version=0, label_offset=41, learned_ids=["txn-1", "txn-2"]
+                )
+            finally:
+                await client.aclose()
+
+        assert asyncio.run(save()) == 1
+        target.server.stop()
+        target.server.start()
+        admin = target.client("admin")
+        assert admin.hget(target.keys.online_checkpoint, "version") == b"1"
+        assert admin.hget(target.keys.online_checkpoint, "label_offset") == b"41"
+        assert admin.exists(target.keys.labelled("txn-1"), target.keys.labelled("txn-2")) == 2
+        assert target.denials("default") == []
+    finally:
+        target.server.stop()
 
 
 def test_only_the_batch_user_writes_batch_models_and_the_worker_reads_them(acl_redis: AclRedis):

@@ -112,7 +112,7 @@ def test_patterns_stay_inside_their_namespace():
 def test_render_stores_only_password_hashes_and_switches_the_default_user_off():
     text = redis_acl.render(NS, PASSWORDS)
     lines = text.splitlines()
-    assert lines[0] == "user default reset off"
+    assert lines[0] == "user default reset off ~* &* +@all"  # off: nobody logs in as it
     assert [line.split()[1] for line in lines[1:]] == [r.user for r in redis_acl.roles(NS)]
     for role in redis_acl.roles(NS):
         password = PASSWORDS[role.user]

@@ -9,6 +9,8 @@ a whole changelog recovery before this change (``tests/integration/test_faults.p
 from __future__ import annotations
 
 import asyncio
+import inspect
+import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -284,3 +286,47 @@ def test_a_fetch_waits_for_room_in_the_inbox_and_is_read_again_if_the_flow_stops
     consumer.on_fetch = stop_the_flow_later
     assert run_loop(consumer) == [(0, 0), (0, 1), (0, 2), (0, 3)]
     assert consumer.sought == {EVENTS: 4}
+
+
+# -------------------------------------------------------------------------------- seeking
+
+
+class FakeConsumerThread:
+    """Faust's consumer thread, as far as a seek goes: an event loop on a thread of its own
+    (where aiokafka's fetcher runs), and ``call_thread`` to run a call there."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.seeks: list[tuple[TP, int, threading.Thread]] = []
+
+    async def call_thread(self, fun: Any, *args: Any) -> Any:
+        async def call() -> Any:  # what mode's thread does with each call
+            result = fun(*args)
+            return await result if inspect.isawaitable(result) else result
+
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call(), self.loop))
+
+    def seek(self, partition: TP, offset: int) -> None:
+        self.seeks.append((partition, offset, threading.current_thread()))
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+def test_a_seek_runs_on_the_consumer_thread_not_the_event_loops():
+    """aiokafka's fetcher is not thread-safe: Faust's seek from the event loop's thread,
+    while the consumer thread was handing out fetched records, crashed the fetcher
+    (``KeyError`` in ``Fetcher.fetched_records``) and stopped the worker under ``make up``."""
+    consumer = FakeConsumer({}, None)
+    thread = FakeConsumerThread()
+    consumer._thread = thread  # type: ignore[assignment]
+    try:
+        asyncio.run(Consumer._seek(consumer, EVENTS, 42))
+    finally:
+        thread.stop()
+    assert [(tp, offset) for tp, offset, _ in thread.seeks] == [(EVENTS, 42)]
+    assert thread.seeks[0][2] is thread.thread
