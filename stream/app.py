@@ -503,7 +503,7 @@ def create_app(settings: Settings) -> faust.App:
         )
 
     async def rewind(topic: str, partition: int, offset: int) -> None:
-        await app.consumer.seek(TP(topic, partition), offset)
+        cast(Consumer, app.consumer).request_seek(TP(topic, partition), offset)
 
     worker.rewind = rewind
 

@@ -121,6 +121,23 @@ class Inbox(Generic[M]):
             self._room.set()
         return out
 
+    def discard(self, partition: int, from_offset: int) -> int:
+        """Drop the waiting messages of ``partition`` at ``from_offset`` or later (a seek back
+        there will bring them again); return how many. Its earlier ones stay."""
+        dropped = 0
+        for chunk in self._chunks:
+            waiting = chunk.messages[chunk.start :]
+            kept = [m for m in waiting if m.partition != partition or m.offset < from_offset]
+            if len(kept) != len(waiting):
+                dropped += len(waiting) - len(kept)
+                chunk.messages, chunk.start = kept, 0
+        if dropped:
+            self._chunks = deque(chunk for chunk in self._chunks if chunk.messages)
+            self._count -= dropped
+            if self.has_room():
+                self._room.set()
+        return dropped
+
     def clear(self) -> dict[Partition, int]:
         """Drop every message waiting; return each partition's first offset dropped."""
         first = first_offsets(m for chunk in self._chunks for m in chunk.messages[chunk.start :])

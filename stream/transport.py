@@ -7,7 +7,9 @@
   (:meth:`Consumer.getmany`).
 - The records of the worker's input topics go to their ``stream.inbox.Inbox`` a fetch at a
   time, not to Faust's streams one message at a time (:meth:`Consumer._drain_messages`).
-- A seek runs on the consumer thread (:meth:`Consumer._seek`).
+- A seek runs on the consumer thread (:meth:`Consumer._seek`), and the worker's seeks are made
+  by the fetch loop between two fetches, what was fetched before them dropped
+  (:meth:`Consumer.request_seek`).
 
 The read-again closes a hole through which a worker taking over partitions lost records for
 good. A fetch can return while a rebalance has stopped Faust's flow: Faust then hands over
@@ -54,6 +56,42 @@ class ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
 
 
 class Consumer(aiokafka_driver.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending_seeks: dict[TP, int] = {}
+
+    def request_seek(self, tp: TP, offset: int) -> None:
+        """Have ``tp`` read again from ``offset`` (the worker's rewinds, ``stream.offsets``).
+
+        The fetch loop makes the seek between two fetches (:meth:`_seek_as_requested`), and
+        until then the records of ``tp`` at ``offset`` or later are dropped: those waiting in
+        the inbox now, and those of the fetch in hand. Fetched before the seek, they would
+        come before the records read again and move Faust's read offset past them, which then
+        counted as read already and were skipped, the jump noted as a gap that commits may
+        pass. A worker whose checkpoint was behind the labels' committed offset rewound the
+        labels some 600 times in 25 s that way while labels flowed, and learned nothing."""
+        pending = self._pending_seeks.get(tp)
+        self._pending_seeks[tp] = offset if pending is None else min(pending, offset)
+        inbox = self.inboxes.get(tp.topic)
+        if inbox is not None:
+            inbox.discard(tp.partition, offset)
+
+    def _stale(self, tp: TP, offset: int) -> bool:
+        """A record a requested seek will bring again (see :meth:`request_seek`)."""
+        pending = self._pending_seeks.get(tp)
+        return pending is not None and offset >= pending
+
+    async def _seek_as_requested(self) -> None:
+        """Make the seeks :meth:`request_seek` asked for (no fetch is in hand here)."""
+        while self._pending_seeks:
+            tp, offset = self._pending_seeks.popitem()
+            if tp not in self.assignment():
+                continue  # a rebalance took it: its new owner reads from the commit
+            try:
+                await self.seek(tp, offset)
+            except Exception as exc:  # the stall check asks again if it matters
+                log.warning("could not seek %s back to %d: %s", tp, offset, exc)
+
     @property
     def inboxes(self) -> Mapping[str, Inbox[Message]]:
         """Input topics whose records go to an inbox (the app's ``inboxes``, set by
@@ -119,6 +157,8 @@ class Consumer(aiokafka_driver.Consumer):
         is_new = self._note_read
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
+                if self._pending_seeks:
+                    await self._seek_as_requested()
                 self.diag.set_flag(CONSUMER_FETCHING)
                 ait = self.getmany(timeout=1.0)
                 await asyncio.sleep(0)  # as Faust: getmany may not give the loop a turn
@@ -131,6 +171,8 @@ class Consumer(aiokafka_driver.Consumer):
                     if since_yield > 100:  # as Faust: let the loop run between records
                         await asyncio.sleep(0)
                         since_yield = 0
+                    if self._pending_seeks and self._stale(tp, message.offset):
+                        continue
                     inbox = inboxes.get(tp.topic)
                     if inbox is not None:
                         if await is_new(tp, message):
@@ -179,6 +221,8 @@ class Consumer(aiokafka_driver.Consumer):
         stops first (a rebalance), read them again instead."""
         while self.flow_active and not self.should_stop and not inbox.has_room():
             await self.wait_first(inbox.wait_for_room(), self.suspend_flow.wait())
+        if self._pending_seeks:  # requested while this fetch waited
+            messages = [m for m in messages if not self._stale(m.tp, m.offset)]
         if self.flow_active:
             inbox.put(messages)
             return

@@ -47,7 +47,8 @@ import msgspec
 import pytest
 import redis
 import redis.asyncio as aioredis
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.structs import OffsetAndMetadata
 
 from batch.announce import announce_model
 from batch.synthetic import fill_lake
@@ -55,14 +56,16 @@ from local import KafkaBroker, RedisServer
 from models import weights
 from models.batch_registry import BatchModelRegistry
 from models.events import Alert, DeadLetter, Label, ModelUpdate, ScoredEvent, decode, encode
-from models.names import RedisKeys, Topics
+from models.names import EVENT_KINDS, RedisKeys, Topics, consumer_group
 from models.online import OnlineModel
+from models.registry import OnlineCheckpoints
 from models.settings import Settings
 from models.topology import ensure_topics
 from stream import worker as worker_module
 from stream.worker import RawMessage, StreamWorker
 from tests import factories
 from tests.integration.harness import FAST_REJOIN, REPO, TopicTail, WorkerProcess
+from tests.integration.harness import publish as publish_events
 
 pytestmark = pytest.mark.integration
 
@@ -720,6 +723,80 @@ def test_one_of_two_workers_killed_mid_stream_the_other_takes_over_with_the_stat
         survivor.kill()
         victim.kill()
         outputs.close()
+
+
+def commit_offset(settings: Settings, topic: str, offset: int) -> None:
+    """Commit ``offset`` of ``topic``'s partition 0 for the workers' consumer group."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=consumer_group(settings.namespace),
+        enable_auto_commit=False,
+    )
+    try:
+        consumer.commit({TopicPartition(topic, 0): OffsetAndMetadata(offset, "", -1)})
+    finally:
+        consumer.close()
+
+
+def test_a_checkpoint_restored_from_an_older_backup_has_its_labels_read_again_promptly(
+    namespace, kafka_bootstrap, redis_url, tmp_path
+):
+    """Redis restored from a backup holds a checkpoint far behind the labels' committed
+    offset, and labels keep flowing: the learner reads the labels again from the checkpoint
+    at once. It used to rewind for good: each rewind's seek left records fetched before it in
+    flight, which moved Faust's read offset past the records read again, then skipped as read
+    already (``stream.transport.Consumer.request_seek``): it timed out after 60 s, or took
+    57, learning nothing meanwhile."""
+    # Steps of labels wait up to half a second to fill, as by default.
+    settings = faults_settings(namespace, kafka_bootstrap, redis_url).replace(
+        checkpoint_interval_s=0.5
+    )
+    topics, keys = Topics.for_namespace(namespace), RedisKeys(namespace)
+    # Labels of events nobody scored: each one read is parked in Redis (waiting for its event).
+    labels = [factories.label(f"txn-gone-{n}", "transaction", n % 2 == 0) for n in range(60_000)]
+    publish_events(settings, topics.labels, labels)
+
+    async def restore_old_checkpoint() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            checkpoints = OnlineCheckpoints(client, keys, marker_ttl_s=3600)
+            models = {kind: OnlineModel(kind) for kind in EVENT_KINDS}
+            await checkpoints.save(models, base_version=0, label_offset=99, learned_ids=[])
+        finally:
+            await client.aclose()
+
+    asyncio.run(restore_old_checkpoint())
+    commit_offset(settings, topics.labels, 50_000)  # where the group had got to
+    stop = threading.Event()
+
+    def more_labels() -> None:
+        n = 0
+        while not stop.is_set():
+            more = [factories.label(f"txn-later-{n + i}", "transaction", False) for i in range(250)]
+            publish_events(settings, topics.labels, more)
+            n += len(more)
+            stop.wait(0.5)
+
+    feeder = threading.Thread(target=more_labels, daemon=True)
+    feeder.start()
+    r = redis.Redis.from_url(redis_url)
+    worker = WorkerProcess(settings, tmp_path, "learner", env=FAST_REJOIN).start()
+    try:
+        wait_until(
+            lambda: int(r.hget(keys.online_checkpoint, "label_offset") or 0) >= 59_999,
+            "the labels read again from the checkpoint on",
+            workers=[worker],
+            timeout_s=30,  # 5 s here; before, it timed out after 60 s or took 57
+        )
+        parked = sum(
+            r.exists(*(keys.waiting_label(f"txn-gone-{n}") for n in range(start, start + 1000)))
+            for start in range(100, 60_000, 1000)
+        )
+        assert parked == 59_900, "labels after the checkpoint were skipped"
+    finally:
+        stop.set()
+        feeder.join(10)
+        worker.kill()
 
 
 # ------------------------------------------- the crash windows, replayed one step at a time

@@ -104,6 +104,19 @@ def test_clear_drops_everything_and_says_where_each_partition_starts_again():
     assert (left, room) == (0, True)
 
 
+def test_discard_drops_a_partitions_messages_from_an_offset_on_and_keeps_the_rest():
+    inbox: Inbox[Msg] = Inbox(TOPIC, capacity=8)
+    inbox.put([Msg(TOPIC, 0, 5), Msg(TOPIC, 1, 5), Msg(TOPIC, 0, 6)])
+    inbox.put([Msg(TOPIC, 0, 7), Msg(TOPIC, 0, 8), Msg(TOPIC, 1, 6)])
+    inbox.put([Msg(TOPIC, 0, 9)])
+    assert len(inbox) == 7
+    assert inbox.discard(0, from_offset=6) == 4
+    assert len(inbox) == 3 and inbox.has_room()
+    taken = asyncio.run(inbox.take(10, 0))
+    assert [(m.partition, m.offset) for m in taken] == [(0, 5), (1, 5), (1, 6)]
+    assert inbox.discard(0, from_offset=0) == 0
+
+
 def test_messages_put_back_come_first():
     async def run() -> list[Msg]:
         inbox: Inbox[Msg] = Inbox(TOPIC, capacity=10)

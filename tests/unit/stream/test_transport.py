@@ -196,6 +196,7 @@ class FakeFetchLoop(Consumer):
         self.gaps: list[tuple[TP, int, int]] = []
         self.called_back: list[Msg] = []
         self.sought: dict[TP, int] = {}
+        self._pending_seeks: dict[TP, int] = {}
         self.app = SimpleNamespace(
             inboxes={EVENTS.topic: Inbox(EVENTS.topic, inbox_capacity)},
             topics=SimpleNamespace(acks_enabled_for=lambda topic: True),
@@ -286,6 +287,28 @@ def test_a_fetch_waits_for_room_in_the_inbox_and_is_read_again_if_the_flow_stops
     consumer.on_fetch = stop_the_flow_later
     assert run_loop(consumer) == [(0, 0), (0, 1), (0, 2), (0, 3)]
     assert consumer.sought == {EVENTS: 4}
+
+
+def test_a_requested_seek_is_made_between_fetches_and_what_was_fetched_before_it_is_dropped():
+    """The worker rewinds a partition (``stream.offsets``) while records beyond the gap wait
+    in the inbox and a fetch of more is in hand. Those would move Faust's read offset past
+    the records read again, which were then skipped as read already: a learner rewound its
+    labels some 600 times in 25 s that way. They are dropped; earlier ones stay."""
+    consumer = FakeFetchLoop([msgs(EVENTS, 45, 5), msgs(EVENTS, 10, 5)])
+    inbox = consumer.app.inboxes[EVENTS.topic]
+    inbox.put(msgs(EVENTS, 5, 3))  # before the gap: taken by no one yet, kept
+    inbox.put([*msgs(EVENTS, 40, 5), *msgs(EVENTS_1, 40, 2)])  # beyond it; another partition
+    consumer._read_offset[EVENTS] = 44
+
+    def rewind_during_the_first_fetch(fetches_left: int) -> None:
+        if fetches_left == 2:
+            consumer.request_seek(EVENTS, 10)
+
+    consumer.on_fetch = rewind_during_the_first_fetch
+    held = run_loop(consumer)
+    assert held == [(0, 5), (0, 6), (0, 7), (1, 40), (1, 41), *((0, n) for n in range(10, 15))]
+    assert consumer.sought == {EVENTS: 10}
+    assert consumer.gaps == [], "records fetched before the seek noted a gap"
 
 
 # -------------------------------------------------------------------------------- seeking
