@@ -514,6 +514,7 @@ def create_app(settings: Settings) -> faust.App:
         partition with no committed offset would not be)."""
         worker.offsets.forget()
         consumer = cast(Any, app.consumer)
+        consumer.forget_requested_seeks()
         for inbox in inboxes.values():
             dropped = inbox.clear()
             if dropped:

@@ -76,6 +76,11 @@ class Consumer(aiokafka_driver.Consumer):
         if inbox is not None:
             inbox.discard(tp.partition, offset)
 
+    def forget_requested_seeks(self) -> None:
+        """A rebalance: each partition starts again from its committed offset, which is never
+        past a requested seek's offset (the record there was not acknowledged)."""
+        self._pending_seeks.clear()
+
     def _stale(self, tp: TP, offset: int) -> bool:
         """A record a requested seek will bring again (see :meth:`request_seek`)."""
         pending = self._pending_seeks.get(tp)
@@ -243,6 +248,11 @@ class Consumer(aiokafka_driver.Consumer):
             thread.seek(partition, offset)
 
         await thread.call_thread(seek)
+        requested = self._pending_seeks.get(partition)
+        if requested is not None and requested >= offset:
+            # This seek reads that far back already; made later, the request would skip
+            # what lies between.
+            del self._pending_seeks[partition]
 
     async def read_again(self, dropped: Mapping[tuple[str, int], int]) -> None:
         """:meth:`_read_again` by (topic, partition): what an inbox dropped."""

@@ -52,6 +52,7 @@ class FakeConsumer(Consumer):
         self.performed_seek = False
         self.on_record: Any = lambda tp, offset: None
         """Called as each record's turn comes: a test changes Faust's state from it."""
+        self._pending_seeks: dict[TP, int] = {}
 
     @staticmethod
     def _round_robin(records: dict[TP, list[Record]]) -> Any:
@@ -353,3 +354,22 @@ def test_a_seek_runs_on_the_consumer_thread_not_the_event_loops():
         thread.stop()
     assert [(tp, offset) for tp, offset, _ in thread.seeks] == [(EVENTS, 42)]
     assert thread.seeks[0][2] is thread.thread
+
+
+def test_a_seek_further_back_makes_a_requested_seek_needless_and_a_rebalance_forgets_them():
+    """Made after a seek that reads further back, a requested seek would skip what lies
+    between (records dropped and not handed over); after a rebalance each partition starts
+    from its committed offset anyway."""
+    consumer = FakeConsumer({}, None)
+    thread = FakeConsumerThread()
+    consumer._thread = thread  # type: ignore[assignment]
+    try:
+        consumer.request_seek(EVENTS, 50)
+        consumer.request_seek(EVENTS_1, 10)
+        asyncio.run(Consumer._seek(consumer, EVENTS, 20))
+        asyncio.run(Consumer._seek(consumer, EVENTS_1, 30))
+    finally:
+        thread.stop()
+    assert consumer._pending_seeks == {EVENTS_1: 10}
+    consumer.forget_requested_seeks()
+    assert consumer._pending_seeks == {}
