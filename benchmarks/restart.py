@@ -26,7 +26,7 @@ from pathlib import Path
 from benchmarks import stack
 from benchmarks.worker import run_process
 from models.events import Transaction
-from models.names import Topics, consumer_group
+from models.names import Topics, history_changelog
 from models.settings import Settings
 
 KAFKA_DEFAULT_SEGMENTS = {"changelog_segment_bytes": 1 << 30, "changelog_segment_s": 7 * 86_400}
@@ -49,11 +49,6 @@ class Restart:
     restart_s: float
     """Second worker: from its start to its first probe scored."""
     restart_cpu_s: float
-
-
-def changelog_topic(settings: Settings) -> str:
-    """Faust's name for the transactions' history changelog: app id, table, "changelog"."""
-    return f"{consumer_group(settings.namespace)}-transaction-history-changelog"
 
 
 def held_records(settings: Settings, topic: str) -> int:
@@ -85,7 +80,7 @@ def one_configuration(
 ) -> Restart:
     settings = stack.bench_settings(svc.bootstrap, svc.redis_url, **overrides)
     topics = Topics.for_namespace(settings.namespace)
-    changelog = changelog_topic(settings)
+    changelog = history_changelog(settings.namespace, "transaction")
     stack.create_topics(settings, [topics.scored])
     scored, probes = events[: args.count], events[args.count :]
     print(f"\n--- {label} (namespace {settings.namespace})", flush=True)

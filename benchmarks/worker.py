@@ -53,7 +53,7 @@ from models.settings import Settings
 from producers.truth import Generated
 from stream.heap import settle_heap
 from stream.scoring import TRANSACTIONS, Thresholds, score_batch
-from stream.worker import SCORING_CHUNK
+from stream.worker import scoring_chunks
 
 # --------------------------------------------------------------------------- ceiling
 
@@ -70,7 +70,7 @@ def ceiling(raw: list[bytes], settings: Settings) -> tuple[float, float]:
     started = time.perf_counter()
     for i in range(0, len(raw), size):
         events = [decode(value, Transaction) for value in raw[i : i + size]]
-        for chunk in _chunks(events):
+        for chunk in scoring_chunks(events):
             verdicts = score_batch(
                 TRANSACTIONS, chunk, histories, {}, model, "v", thresholds, scored_at=time.time()
             )
@@ -82,15 +82,10 @@ def ceiling(raw: list[bytes], settings: Settings) -> tuple[float, float]:
     histories = {}
     started = time.perf_counter()
     for i in range(0, len(decoded), size):
-        for chunk in _chunks(decoded[i : i + size]):
+        for chunk in scoring_chunks(decoded[i : i + size]):
             score_batch(TRANSACTIONS, chunk, histories, {}, model, "v", thresholds, time.time())
     alone = len(decoded) / (time.perf_counter() - started)
     return full, alone
-
-
-def _chunks(step: list[Transaction]) -> list[list[Transaction]]:
-    """A step's events in the worker's scoring chunks (``stream.worker.SCORING_CHUNK``)."""
-    return [step[i : i + SCORING_CHUNK] for i in range(0, len(step), SCORING_CHUNK)]
 
 
 # --------------------------------------------------------------------------- processes

@@ -127,6 +127,17 @@ def consumer_group(namespace: str) -> str:
     return f"{namespace}-scorer"
 
 
+def history_table(kind: EventKind) -> str:
+    """The name of the workers' Faust table of ``kind``'s entity histories (cards, senders)."""
+    return f"{kind}-history"
+
+
+def history_changelog(namespace: str, kind: EventKind) -> str:
+    """The changelog topic Faust names for :func:`history_table` of ``kind`` in the app
+    :func:`consumer_group` of ``namespace`` (``<app id>-<table>-changelog``)."""
+    return f"{consumer_group(namespace)}-{history_table(kind)}-changelog"
+
+
 class Metrics:
     """Prometheus metric names exported by the stream workers."""
 

@@ -46,7 +46,7 @@ from faust.types import TP, Message
 
 from models import kafka_security
 from models.events import InvalidEvent, ModelUpdate, decode
-from models.names import EVENT_KINDS, EventKind, Topics, consumer_group
+from models.names import EVENT_KINDS, EventKind, Topics, consumer_group, history_table
 from models.settings import Settings
 from models.topology import align_changelog_configs, changelog_topic_config, topic_partitions
 from stream import lag, metrics
@@ -438,7 +438,7 @@ def create_app(settings: Settings) -> faust.App:
     )
     tables = {
         kind: app.Table(
-            f"{kind}-history",
+            history_table(kind),
             default=None,
             partitions=settings.partitions,
             key_type=bytes,
@@ -513,7 +513,7 @@ def create_app(settings: Settings) -> faust.App:
         and what waits in the inboxes is dropped and read again from where it starts (a
         partition with no committed offset would not be)."""
         worker.offsets.forget()
-        consumer = cast(Any, app.consumer)
+        consumer = cast(Consumer, app.consumer)
         consumer.forget_requested_seeks()
         for inbox in inboxes.values():
             dropped = inbox.clear()

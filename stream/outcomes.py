@@ -46,8 +46,8 @@ t``. Python prints both bounds with ``repr`` and Redis parses them with ``strtod
 doubles, so the bounds are those of :func:`models.features.count_outcomes` exactly.
 
 One string each way, and each scope's keys once: a batch of 2,000 events as separate
-arguments and replies (8,000 arguments, 4,000 integers) cost the worker about 8 µs an event
-in redis-py's packing and parsing, a tenth of its time."""
+arguments and replies (8,000 arguments, 4,000 integers) took 11 % of the worker's busy
+samples in a py-spy profile, in redis-py's packing and parsing (docs/benchmarks.md)."""
 
 RECORD_SCRIPT = """
 local cap = tonumber(ARGV[1])

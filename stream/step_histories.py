@@ -5,8 +5,8 @@ The worker's tables hold each card's or sender's history as bytes
 (:func:`models.features.encode_history`). Decoding every history a step needs before
 scoring, and encoding the moved ones after, touched each history's objects once more when a
 step of 2,000 events had pushed them out of the CPU caches: 3.8 µs to encode a card history
-after ``score_batch`` against 0.9 µs right after it was built, and 24.0 against 19.0-21.5 µs
-an event for scoring plus encoding in memory (``benchmarks worker`` data, 200,000 events).
+after ``score_batch`` against 0.9 µs right after it was built (``benchmarks worker`` data,
+200,000 events); the worker went from 13,621 to 15,021 events/s (docs/benchmarks.md).
 Here each history is decoded right before its first use and encoded right after each move,
 while its objects are still in cache. A card seen twice in a step is encoded twice; the
 last bytes are the ones kept.

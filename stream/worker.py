@@ -174,6 +174,11 @@ scoring and encoding took 21.7-24.7 µs an event in one chunk of 2,000, 19.2-19.
 250 (the worker benchmark's events). Redis and Kafka still see the whole step at once."""
 
 
+def scoring_chunks(events: Sequence[T]) -> list[Sequence[T]]:
+    """A step's events in the chunks of :data:`SCORING_CHUNK` they are scored in."""
+    return [events[i : i + SCORING_CHUNK] for i in range(0, len(events), SCORING_CHUNK)]
+
+
 def _served_record(spec: KindSpec[Any, Any], event: Any, verdict: Verdict) -> bytes:
     """What the worker keeps of a served event until its label comes (``served`` keys).
 
@@ -328,8 +333,7 @@ class StreamWorker:
         verdicts: list[Verdict] = []
         records: list[bytes | None] = []  # the served features to keep (None: a replay)
         payloads: list[bytes] = []  # the scored events to publish
-        for start in range(0, len(events), SCORING_CHUNK):
-            chunk = events[start : start + SCORING_CHUNK]
+        for chunk in scoring_chunks(events):
             scored = score_batch(
                 spec,
                 chunk,
@@ -355,9 +359,8 @@ class StreamWorker:
         await self._remember_served(events, records)
         # The histories move only once the served features are saved: a batch retried
         # after a Redis error (see handle_events_retrying) must not count its events twice.
-        touched = {spec.entity(e) for e, v in zip(events, verdicts, strict=True) if v.advanced}
-        for entity in touched:
-            table[entity.encode()] = histories.encoded[entity]
+        for entity, stored in histories.encoded.items():  # the histories that advanced
+            table[entity.encode()] = stored
         oldest = min(event.event_time for event in events).timestamp()  # one conversion
         if oldest < self._oldest_since_sweep.get(kind, math.inf):
             self._oldest_since_sweep[kind] = oldest

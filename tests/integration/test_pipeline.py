@@ -16,7 +16,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
 from models.events import Alert, DeadLetter, ScoredEvent, Transaction, decode
-from models.names import RedisKeys, Topics, consumer_group
+from models.names import RedisKeys, Topics, history_changelog
 from models.online import OnlineModel
 from models.settings import Settings
 from models.topology import align_changelog_configs
@@ -162,7 +162,7 @@ def test_killed_worker_resumes_from_redis_and_changelogs_without_loss(settings, 
         # ...and from the card histories in the changelog: card-0000 had 20 transactions in
         # the first 1000 seconds; its first transaction of the second half sees them all.
         # The changelog Faust made has the settings' segments (so Kafka compacts it).
-        changelog = f"{consumer_group(settings.namespace)}-transaction-history-changelog"
+        changelog = history_changelog(settings.namespace, "transaction")
         assert topic_config(settings, changelog)["segment.bytes"] == "16777216"
         first_of_second = latest[second[0].event_id]
         assert first_of_second.entity_id == "card-0000"
@@ -205,9 +205,9 @@ def create_topic(settings: Settings, topic: str, config: dict[str, str]) -> None
 
 
 def test_existing_changelogs_get_the_segment_settings_and_keep_the_rest(settings):
-    made_before = f"{consumer_group(settings.namespace)}-transaction-history-changelog"
+    made_before = history_changelog(settings.namespace, "transaction")
     create_topic(settings, made_before, {"cleanup.policy": "compact", "retention.ms": "86400000"})
-    not_yet_made = f"{consumer_group(settings.namespace)}-email-history-changelog"
+    not_yet_made = history_changelog(settings.namespace, "email")
 
     changed = align_changelog_configs(settings, [made_before, not_yet_made])
 
@@ -242,7 +242,7 @@ def test_a_restarted_worker_recovers_whole_histories_from_a_compacted_changelog(
     segments: the worker gives it the settings' segments."""
     settings = settings.replace(changelog_segment_s=1)
     topics = Topics.for_namespace(settings.namespace)
-    changelog = f"{consumer_group(settings.namespace)}-transaction-history-changelog"
+    changelog = history_changelog(settings.namespace, "transaction")
     cards = 50  # factories.transaction: card n % 50, event time T0 + n seconds
     # As a worker before the segment settings made it: compacted, Kafka's own segments.
     create_topic(settings, changelog, {"cleanup.policy": "compact"})

@@ -9,8 +9,10 @@ import faust
 import pytest
 
 from models import kafka_security
+from models.names import EVENT_KINDS, history_changelog
 from models.settings import Settings, SettingsError, masked_url
 from models.topology import changelog_topic_config
+from stream.app import app as worker_app
 from stream.app import broker_credentials, consuming_config
 
 
@@ -43,6 +45,14 @@ def test_changelog_segments_are_refused_below_kafkas_minimum_and_reach_the_topic
         {"FRAUD_CHANGELOG_SEGMENT_BYTES": "2097152", "FRAUD_CHANGELOG_SEGMENT_S": "90"}
     )
     assert changelog_topic_config(settings) == {"segment.bytes": "2097152", "segment.ms": "90000"}
+
+
+def test_the_history_changelogs_are_named_as_models_names_says():
+    """Tests, benchmarks and the operations docs name the changelogs with
+    ``history_changelog``; Faust names them from the app and its tables."""
+    namespace = Settings.from_env().namespace  # stream.app's app is built from it
+    made = {table.changelog_topic.get_topic_name() for table in worker_app.tables.values()}
+    assert made == {history_changelog(namespace, kind) for kind in EVENT_KINDS}
 
 
 # -- Kafka security -------------------------------------------------------------------------
