@@ -279,15 +279,22 @@ def wait_for_messages(
     timeout_s: float,
     alive: Callable[[], bool] = lambda: True,
     progress_s: float = 5.0,
+    on_first: Callable[[], None] | None = None,
+    held_before: int = 0,
 ) -> int:
     """Poll the end offsets of ``topic`` (cheap: no message is read) until it holds ``count``
-    messages; return how many it holds. Raises ``TimeoutError`` or ``RuntimeError`` (dead)."""
+    messages; return how many it holds. Raises ``TimeoutError`` or ``RuntimeError`` (dead).
+    ``on_first`` is called once, as soon as the topic holds more than ``held_before``
+    messages (polled every 20 ms until then, every 250 ms after)."""
     consumer = _consumer(settings)
     try:
         deadline = time.monotonic() + timeout_s
         next_report = time.monotonic() + progress_s
         while True:
             n = message_count(consumer, topic)
+            if n > held_before and on_first is not None:
+                on_first()
+                on_first = None
             if n >= count:
                 return n
             if not alive():
@@ -298,7 +305,7 @@ def wait_for_messages(
             if now >= next_report:
                 print(f"  ... {n:,}/{count:,} scored", flush=True)
                 next_report = now + progress_s
-            time.sleep(0.25)
+            time.sleep(0.02 if on_first is not None else 0.25)
     finally:
         consumer.close()
 
@@ -383,8 +390,12 @@ def wait_for_counted(
     return Span(total, steps[0][0], steps[-1][0], counted=total - steps[0][1])
 
 
+_CORES = len(os.sched_getaffinity(0))
+
+
 def cpu_count() -> int:
-    return len(os.sched_getaffinity(0))
+    """The cores this benchmark may use, counted when it started (``--pin`` moves it)."""
+    return _CORES
 
 
 def free_port() -> int:
@@ -413,6 +424,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def thread_cpu_seconds(pid: int) -> tuple[float, float]:
+    """User + system CPU seconds of a process's main thread and of all its other threads
+    (those alive now: a thread that ended took its count with it); zeros once it is gone."""
+    main = others = 0.0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0.0, 0.0
+    for task in tasks:
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / _TICKS
+        if task.name == str(pid):
+            main += seconds
+        else:
+            others += seconds
+    return main, others
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds all cores of the machine have spent busy since boot (from /proc/stat)."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
@@ -423,6 +455,9 @@ def machine_busy_seconds() -> float:
 class FaustProcess:
     """``python -m <module> --datadir DIR worker -l info --web-port N`` (a stream worker, or
     the naive floor) with the namespace's ``FRAUD_*`` settings, logging to ``<name>.log``.
+
+    ``cores``: the only cores it may run on (set right after it starts, before its imports
+    are done and any thread other than its main one exists).
 
     ``extra_env`` adds or overrides variables (``FRAUD_BATCH_WITHIN_S``...); ``profile``
     attaches ``py-spy record`` (raw collapsed stacks) to it: of every thread, idle included,
@@ -440,8 +475,10 @@ class FaustProcess:
         extra_env: dict[str, str] | None = None,
         profile: Path | None = None,
         profile_gil: bool = False,
+        cores: set[int] | None = None,
     ) -> None:
         self.module = module
+        self.cores = cores
         self.name = name
         self.settings = settings
         self.workdir = workdir
@@ -468,6 +505,8 @@ class FaustProcess:
             self.proc = subprocess.Popen(
                 cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
             )
+        if self.cores is not None:  # every thread it starts inherits the affinity
+            os.sched_setaffinity(self.proc.pid, self.cores)
         if self.profile is not None:
             self.profile.mkdir(parents=True, exist_ok=True)
             spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"

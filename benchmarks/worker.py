@@ -32,14 +32,19 @@ output topic: sustained = events / (last stamp - first stamp); total = last stam
 start (start-up, group join and table recovery included). CPU seconds are counted for every
 process involved and for the rest of the machine, which other work may share.
 
-Usage: ``python -m benchmarks worker [--count N] [--skip-floor] [--learning] [--profile DIR
-[--profile-gil]]``.
+``--pin`` runs the Faust processes on one core and everything else the benchmark starts on
+the others; every run also prints the worker's CPU per thread from its first output to its
+last (start-up left out), in µs an event.
+
+Usage: ``python -m benchmarks worker [--count N] [--skip-floor] [--learning] [--pin]
+[--profile DIR [--profile-gil]]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +109,9 @@ class ProcessRun:
     """Scoring steps (batches) the worker took, from its /metrics."""
     learned: int | None
     """Labels the worker learned by the time its events were done, from its /metrics."""
+    scoring_cpu_s: tuple[float, float] | None
+    """CPU seconds of its main thread and of its other threads from its first output to
+    its last (None for a run whose output is counted, not one message per event)."""
 
     @property
     def total_s(self) -> float:
@@ -130,6 +138,13 @@ def run_process(
     rate counts the messages written after these end offsets only."""
     meter = stack.CpuMeter(services).start()
     finished = True
+    at_first: tuple[float, float] | None = None
+    scoring_cpu_s = None
+
+    def note_first() -> None:
+        nonlocal at_first
+        at_first = stack.thread_cpu_seconds(process.pid)
+
     with process:
         meter.add(process.name, process.pid)
         if counted:
@@ -140,8 +155,17 @@ def run_process(
         else:
             try:
                 stack.wait_for_messages(
-                    process.settings, output, count, timeout_s=timeout_s, alive=process.alive
+                    process.settings,
+                    output,
+                    count,
+                    timeout_s=timeout_s,
+                    alive=process.alive,
+                    on_first=note_first,
+                    held_before=0 if since is None else sum(since.values()),
                 )
+                if at_first is not None:
+                    main, others = stack.thread_cpu_seconds(process.pid)
+                    scoring_cpu_s = (main - at_first[0], others - at_first[1])
             except TimeoutError as exc:
                 print(f"  {exc}: measuring what was done", flush=True)
                 finished = False
@@ -152,7 +176,7 @@ def run_process(
         learned = process.labels_learned()
     if not counted:
         span = stack.topic_span(process.settings, output, since)
-    return ProcessRun(label, span, process.started_at, finished, cpu, steps, learned)
+    return ProcessRun(label, span, process.started_at, finished, cpu, steps, learned, scoring_cpu_s)
 
 
 LABEL_DELAY_S = 3_600.0
@@ -165,6 +189,7 @@ def learning_run(
     workdir: Path,
     services: dict[str, int],
     generated: list[Generated[Transaction]],
+    cores: set[int] | None,
 ) -> ProcessRun:
     """The worker scoring new events while it learns the labels of earlier ones, as it runs
     once labels flow: a first worker scores the ``args.count`` events already published and
@@ -173,7 +198,7 @@ def learning_run(
     from the first one's offsets, tables and checkpoint, and takes both topics at once. Its
     rate counts the second lot only."""
     topics = Topics.for_namespace(settings.namespace)
-    first = stack.FaustProcess("stream", "worker-first", settings, workdir)
+    first = stack.FaustProcess("stream", "worker-first", settings, workdir, cores=cores)
     run_process(
         first, "first lot", topics.scored, args.count, timeout_s=args.timeout, services=services
     )
@@ -186,7 +211,13 @@ def learning_run(
         flush=True,
     )
     worker = stack.FaustProcess(
-        "stream", "worker", settings, workdir, profile=args.profile, profile_gil=args.profile_gil
+        "stream",
+        "worker",
+        settings,
+        workdir,
+        profile=args.profile,
+        profile_gil=args.profile_gil,
+        cores=cores,
     )
     return run_process(
         worker,
@@ -240,8 +271,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="with --profile: sample the thread holding the interpreter lock only (CPU use), "
         "not every thread with its idle time",
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="give the Faust processes one core of their own: every other process this "
+        "benchmark starts (the broker, Redis, itself) runs on the other cores (a broker or "
+        "Redis given with the options below is not moved)",
+    )
     stack.add_service_options(parser)
     args = parser.parse_args(argv)
+    if args.pin and stack.cpu_count() < 2:
+        parser.error("--pin needs at least 2 cores")
     if args.count < 1:
         parser.error("--count must be at least 1")
     if args.timeout <= 0 or args.floor_timeout <= 0:
@@ -252,6 +292,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     print(f"{stack.cpu_count()} cores; {args.count:,} synthetic transactions", flush=True)
+    cores = None
+    if args.pin:  # before any service starts: they inherit this process's cores
+        everything = os.sched_getaffinity(0)
+        cores = {min(everything)}
+        os.sched_setaffinity(0, everything - cores)
+        print(f"pinned: the Faust processes on core {min(cores)}, the rest on the others")
     started = time.perf_counter()
     generated = stack.generated_transactions(args.count * (2 if args.learning else 1))
     events = [g.event for g in generated[: args.count]]
@@ -276,7 +322,7 @@ def main(argv: list[str]) -> int:
 
         runs = []
         if args.learning:
-            runs.append(learning_run(args, settings, workdir, svc.pids, generated))
+            runs.append(learning_run(args, settings, workdir, svc.pids, generated, cores))
         else:
             worker = stack.FaustProcess(
                 "stream",
@@ -285,6 +331,7 @@ def main(argv: list[str]) -> int:
                 workdir,
                 profile=args.profile,
                 profile_gil=args.profile_gil,
+                cores=cores,
             )
             runs.append(
                 run_process(
@@ -324,7 +371,13 @@ def main(argv: list[str]) -> int:
         skip = args.skip_floor or args.learning
         for module, name, label, output, counted in () if skip else baselines:
             baseline = stack.FaustProcess(
-                module, name, settings, workdir, profile=args.profile, profile_gil=args.profile_gil
+                module,
+                name,
+                settings,
+                workdir,
+                profile=args.profile,
+                profile_gil=args.profile_gil,
+                cores=cores,
             )
             runs.insert(
                 0,
@@ -351,6 +404,15 @@ def main(argv: list[str]) -> int:
         )
     for run in runs:
         print(f"{run.label.split(':')[0]}: {stack.describe_cpu(run.cpu_s, run.total_s)}")
+        if run.scoring_cpu_s is not None:
+            main, others = run.scoring_cpu_s
+            per_event = 1e6 / (run.span.counted or run.span.count)
+            span_s = run.span.last - run.span.first
+            print(
+                f"{'':<7}CPU from its first output to its last ({span_s:.1f} s): main thread "
+                f"{main:.1f} s ({main * per_event:.0f} µs an event), other threads {others:.1f} "
+                f"s ({others * per_event:.0f} µs)"
+            )
         if run.steps:
             print(f"{'':<7}{run.steps:,} scoring steps, {run.span.count / run.steps:,.0f} each")
         if run.learned:  # none for a run without labels
