@@ -179,6 +179,27 @@ def run_process(
     return ProcessRun(label, span, process.started_at, finished, cpu, steps, learned, scoring_cpu_s)
 
 
+def measured_process(
+    module: str,
+    name: str,
+    settings: Settings,
+    workdir: Path,
+    args: argparse.Namespace,
+    cores: set[int] | None,
+) -> stack.FaustProcess:
+    """A Faust process whose run is measured: py-spy attached as ``args`` ask
+    (``--profile``, ``--profile-gil``), on ``cores`` (``--pin``) when given."""
+    return stack.FaustProcess(
+        module,
+        name,
+        settings,
+        workdir,
+        profile=args.profile,
+        profile_gil=args.profile_gil,
+        cores=cores,
+    )
+
+
 LABEL_DELAY_S = 3_600.0
 """``--learning``: each label arrives an hour (simulated) after its transaction."""
 
@@ -210,15 +231,7 @@ def learning_run(
         f"events in {took:.1f} s",
         flush=True,
     )
-    worker = stack.FaustProcess(
-        "stream",
-        "worker",
-        settings,
-        workdir,
-        profile=args.profile,
-        profile_gil=args.profile_gil,
-        cores=cores,
-    )
+    worker = measured_process("stream", "worker", settings, workdir, args, cores)
     return run_process(
         worker,
         "worker, learning: python -m stream worker",
@@ -324,15 +337,7 @@ def main(argv: list[str]) -> int:
         if args.learning:
             runs.append(learning_run(args, settings, workdir, svc.pids, generated, cores))
         else:
-            worker = stack.FaustProcess(
-                "stream",
-                "worker",
-                settings,
-                workdir,
-                profile=args.profile,
-                profile_gil=args.profile_gil,
-                cores=cores,
-            )
+            worker = measured_process("stream", "worker", settings, workdir, args, cores)
             runs.append(
                 run_process(
                     worker,
@@ -370,15 +375,7 @@ def main(argv: list[str]) -> int:
         )
         skip = args.skip_floor or args.learning
         for module, name, label, output, counted in () if skip else baselines:
-            baseline = stack.FaustProcess(
-                module,
-                name,
-                settings,
-                workdir,
-                profile=args.profile,
-                profile_gil=args.profile_gil,
-                cores=cores,
-            )
+            baseline = measured_process(module, name, settings, workdir, args, cores)
             runs.insert(
                 0,
                 run_process(
