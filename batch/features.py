@@ -3,13 +3,15 @@
 Why two paths. The stream worker computes each transaction's features incrementally, one
 event at a time, from its card's bounded history (:func:`models.features.transaction_features`
 then :func:`models.features.card_history_after`), and serves them; the nightly job learns from
-those served features. Some datasets have no served features: a historical file to bootstrap
-a model from, a backfill after a feature change. For those the batch job recomputes the
-features here, over the whole history, from a frame (Parquet, no per-row event objects) with
-Polars expressions that run on every core. Two implementations of one definition drift; the
-property test ``tests/unit/batch/test_feature_parity.py`` runs both on random event sequences
-and keeps them equal. Every window, cap, floor and prior is imported from
-:mod:`models.features`, never copied.
+those served features, never recomputed. Some datasets have no served features: a historical
+file to bootstrap a model from, a backfill after a feature change. Those need the features
+computed over the whole history at once, from a frame (Parquet, no per-row event objects),
+with Polars expressions: this module. No command of the batch job calls it yet (the retrain
+reads the served features from the lake; ``python -m stream backtest`` runs a historical file
+through the worker's own per-event code); what holds it to the stream today is the property
+test ``tests/unit/batch/test_feature_parity.py``, which runs both on random event sequences
+and keeps them equal, and ``python -m benchmarks features`` measures it. Every window, cap,
+floor and prior is imported from :mod:`models.features`, never copied.
 
 How it matches the stream, per card (rows ordered by arrival, i.e. input order):
 
