@@ -36,6 +36,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import aiokafka
@@ -54,7 +55,7 @@ from stream.batch_models import BatchModels
 from stream.heap import settle_heap
 from stream.inbox import Inbox
 from stream.transport import Consumer, Transport
-from stream.worker import RawMessage, StreamWorker
+from stream.worker import LookedUp, RawMessage, StreamWorker
 
 log = logging.getLogger(__name__)
 
@@ -260,14 +261,26 @@ def _raw(messages: Sequence[Message]) -> list[RawMessage]:
     return [RawMessage(m.topic, m.partition, m.offset, m.key, m.value or b"") for m in messages]
 
 
+@dataclass
+class _Step:
+    """Messages taken together: tracked, handed over, then acknowledged together."""
+
+    messages: list[Message]
+    raw: list[RawMessage]
+    prepared: asyncio.Future[Any] | None
+    """``prepare(raw)`` under way, with a ``prepare``; None without."""
+
+
 async def consume(
     app: faust.App,
     inbox: Inbox[Message],
     size: int,
     within_s: float,
-    handle: Callable[[list[RawMessage]], Awaitable[Any]],
+    handle: Callable[[Any], Awaitable[Any]],
     after_step: Callable[[], Awaitable[None]],
     dead_letter: Callable[[RawMessage, str], None],
+    *,
+    prepare: Callable[[list[RawMessage]], Awaitable[Any]] | None = None,
 ) -> None:
     """Hand an input topic's messages to ``handle`` a step at a time, for good: what a Faust
     agent over ``stream.take_events(size, within_s)`` did, without the per-event stream.
@@ -279,33 +292,59 @@ async def consume(
     the worker stopping is not acknowledged (the next worker reads it again). A step that
     raises is logged and its messages go to ``dead_letter`` with the error: a bug must
     neither stop the worker nor lose the events.
+
+    With ``prepare``, a step is handled in two halves, ``handle(await prepare(raw))``, and a
+    step's ``prepare`` runs while the step before it is in ``handle``: the worker's Redis
+    look-ups for the next step wait on Redis while this step is scored, instead of after
+    it (``StreamWorker.prepare_step``). Only when the next step is there already
+    (``Inbox.ready``): otherwise the step in hand is finished before the loop waits for
+    more, so the overlap never holds an event back.
     """
     consumer = cast(Consumer, app.consumer)
     # When each partition last reached a step: what a stream notes per event, and what
     # Faust's warnings of a stream that stopped taking events read.
     inbound_time = app.monitor.stream_inbound_time
-    while True:
-        if not consumer.flow_active:
-            await consumer.can_resume_flow.wait()
-        messages = await inbox.take(size, within_s)
-        if not consumer.flow_active:
-            inbox.put_back(messages)
-            continue
-        now = time.monotonic()
-        for message in messages:
-            consumer.track_message(message)
-            inbound_time[message.tp] = now
-        raw = _raw(messages)
+
+    async def finish(step: _Step) -> None:
         try:
-            await handle(raw)
+            await handle(step.raw if step.prepared is None else await step.prepared)
         except Exception as exc:
-            log.exception("a step of %d %s messages failed", len(raw), inbox.topic)
-            for raw_message in raw:
+            log.exception("a step of %d %s messages failed", len(step.raw), inbox.topic)
+            for raw_message in step.raw:
                 dead_letter(raw_message, f"the worker failed on it ({type(exc).__name__})")
         finally:
             await after_step()  # what a failed step sent still goes
-        for message in messages:
+        for message in step.messages:
             consumer.ack(message)
+
+    pending: _Step | None = None  # prepared, not yet handled
+    try:
+        while True:
+            if pending is not None and not (consumer.flow_active and inbox.ready(size, within_s)):
+                step, pending = pending, None
+                await finish(step)
+            if not consumer.flow_active:
+                await consumer.can_resume_flow.wait()
+            messages = await inbox.take(size, within_s)
+            if not consumer.flow_active:
+                inbox.put_back(messages)
+                continue
+            now = time.monotonic()
+            for message in messages:
+                consumer.track_message(message)
+                inbound_time[message.tp] = now
+            raw = _raw(messages)
+            if prepare is None:
+                await finish(_Step(messages, raw, None))
+                continue
+            step = _Step(messages, raw, asyncio.ensure_future(prepare(raw)))
+            if pending is not None:
+                before, pending = pending, None
+                await finish(before)
+            pending = step
+    finally:
+        if pending is not None and pending.prepared is not None:
+            pending.prepared.cancel()  # the worker stops: its messages are not acknowledged
 
 
 def read_through_inboxes(app: faust.App, steps: Mapping[Any, int]) -> dict[str, Inbox[Message]]:
@@ -467,17 +506,18 @@ def create_app(settings: Settings) -> faust.App:
         async def score() -> None:
             settle_heap()
 
-            async def handle(messages: list[RawMessage]) -> None:
-                await worker.handle_events_retrying(kind, messages)
+            async def prepare(messages: list[RawMessage]) -> LookedUp:
+                return await worker.prepare_step(kind, messages)
 
             await consume(
                 app,
                 inboxes[topics.events(kind)],
                 settings.batch_size,
                 settings.batch_within_s,
-                handle,
+                worker.complete_step,
                 sink.flush,
                 worker.dead_letter,
+                prepare=prepare,
             )
 
         score.__name__ = f"score_{kind}s"

@@ -84,6 +84,12 @@ class Inbox(Generic[M]):
             self._count += len(messages)
             self._more.set()
 
+    def ready(self, size: int, within_s: float) -> bool:
+        """Whether :meth:`take` with these arguments would return at once."""
+        if self._count >= size:
+            return True
+        return bool(self._chunks) and time.monotonic() - self._chunks[0].arrived >= within_s
+
     async def take(self, size: int, within_s: float) -> list[M]:
         """Up to ``size`` messages, once there are ``size`` or the oldest has waited
         ``within_s`` (Faust's ``take_events(size, within_s)``, timed from the arrival of the

@@ -219,6 +219,21 @@ class RawMessage:
     value: bytes
 
 
+@dataclass(frozen=True)
+class LookedUp:
+    """A step of event messages decoded, with what Redis held for them when looked up."""
+
+    kind: EventKind
+    messages: Sequence[RawMessage]
+    """The step's messages, invalid ones included (dead-lettered when decoded)."""
+    events: list[Any]
+    served_before: dict[str, dict[str, Any]]
+    """Event id -> the record served before (``_served_record``'s fields), for replays."""
+    outcomes: dict[str, F.OutcomeCounts]
+    look_up_s: float
+    """Seconds the decoding and look-ups took (part of the step's scoring latency)."""
+
+
 class Sink(Protocol):
     """Where the worker's outputs go (Kafka topics in production)."""
 
@@ -265,6 +280,9 @@ class StreamWorker:
         """Offsets handed to the worker, events and labels alike (``stream.offsets``)."""
         self._oldest_since_sweep: dict[EventKind, float] = {}
         """The oldest event time scored since the last :meth:`forget_idle`, by kind."""
+        self._ids_last_step: dict[EventKind, frozenset[str]] = {}
+        """The ids of the events the last step scored or replayed, by kind: see
+        :meth:`_with_served_just_before`."""
 
     # ------------------------------------------------------------------ models
 
@@ -308,20 +326,36 @@ class StreamWorker:
     # ------------------------------------------------------------------ events
 
     async def handle_events(self, kind: EventKind, messages: Sequence[RawMessage]) -> list[Verdict]:
-        """Score one batch of raw event messages; return the verdicts (for tests)."""
+        """Score one batch of raw event messages; return the verdicts (for tests): its
+        look-ups (:meth:`_look_up`), then its scoring (:meth:`_score_step`), without retries."""
+        return await self._score_step(await self._look_up(kind, messages))
+
+    async def _look_up(self, kind: EventKind, messages: Sequence[RawMessage]) -> LookedUp:
+        """Decode a step's messages (dead-lettering what is invalid) and read from Redis what
+        scoring them needs: the records of those served before, the outcome counts."""
         started = time.perf_counter()
         await self.start()
-        await self._refresh_models()
-        await self.batch_models.maybe_refresh()
         spec = SPECS[kind]
         events = self._decode_all(spec.schema, messages)
         if not events:
-            return []
+            return LookedUp(kind, messages, [], {}, {}, time.perf_counter() - started)
         ids = [event.event_id for event in events]
         # Two independent reads: redis-py packs and parses one while Redis runs the other.
         before, outcomes = await asyncio.gather(
             self._served_before(ids), self._outcomes(spec, events)
         )
+        return LookedUp(kind, messages, events, before, outcomes, time.perf_counter() - started)
+
+    async def _score_step(self, step: LookedUp) -> list[Verdict]:
+        """Score a looked-up step, keep its served features, move its histories, publish."""
+        started = time.perf_counter()
+        kind, events = step.kind, step.events
+        await self._refresh_models()
+        await self.batch_models.maybe_refresh()
+        if not events:
+            return []
+        spec = SPECS[kind]
+        before = await self._with_served_just_before(kind, step)
         served = {eid: record["f"] for eid, record in before.items()}
         marks: dict[str, HistoryMark] = {
             eid: (r["m"][0], r["m"][1], r["m"][2]) for eid, r in before.items() if r.get("m")
@@ -338,7 +372,7 @@ class StreamWorker:
                 spec,
                 chunk,
                 histories,
-                outcomes,
+                step.outcomes,
                 model,
                 version,
                 self._thresholds[kind],
@@ -358,16 +392,37 @@ class StreamWorker:
             verdicts += scored
         await self._remember_served(events, records)
         # The histories move only once the served features are saved: a batch retried
-        # after a Redis error (see handle_events_retrying) must not count its events twice.
+        # after a Redis error (see complete_step) must not count its events twice.
         for entity, stored in histories.encoded.items():  # the histories that advanced
             table[entity.encode()] = stored
+        self._ids_last_step[kind] = frozenset(served)  # strings: nothing for the GC to scan
         oldest = min(event.event_time for event in events).timestamp()  # one conversion
         if oldest < self._oldest_since_sweep.get(kind, math.inf):
             self._oldest_since_sweep[kind] = oldest
         await self._publish(kind, verdicts, payloads)
-        elapsed = time.perf_counter() - started
+        elapsed = step.look_up_s + time.perf_counter() - started
         self._observe(kind, verdicts, elapsed)
         return verdicts
+
+    async def _with_served_just_before(
+        self, kind: EventKind, step: LookedUp
+    ) -> dict[str, dict[str, Any]]:
+        """The records of the step's events served before, those of the step scored just
+        before it included: a step's look-ups may run while that step still saves its
+        served features (``stream.app.consume`` overlaps them), and an event sent twice
+        (redelivered after a rebalance) may fall in both steps. Those few are looked up
+        again, now that the step before is saved: scored from the record, each is the
+        replay it would have been had the first look-up come later."""
+        last = self._ids_last_step.get(kind)
+        before = step.served_before
+        if not last:
+            return before
+        missed = [
+            e.event_id for e in step.events if e.event_id in last and e.event_id not in before
+        ]
+        if not missed:
+            return before
+        return {**before, **await self._served_before(missed)}
 
     async def forget_idle(self, kind: EventKind, chunk: int = 2_000) -> int:
         """Drop from memory the histories that no event can use any more; return how many.
@@ -413,12 +468,36 @@ class StreamWorker:
         An attempt that fails on Redis has moved no history and acknowledged nothing; the
         next one scores the events it had served already from their served features, so the
         outputs are those of a replay (the same scored event may be sent twice)."""
+        return await self.complete_step(await self.prepare_step(kind, messages))
+
+    async def prepare_step(self, kind: EventKind, messages: Sequence[RawMessage]) -> LookedUp:
+        """The first half of :meth:`handle_events_retrying`: the messages that follow on
+        from those handed before, decoded, with their Redis look-ups done (attempted again
+        until Redis answers). ``stream.app.consume`` runs it while the step before is being
+        scored; :meth:`complete_step` does the rest."""
         admitted = self.offsets.admit(messages, time.monotonic())
         for (topic, partition), offset in admitted.rewinds.items():
             await self._read_again(topic, partition, offset, f"{admitted.held} later held back")
         kept = admitted.messages
         return await self._while_redis_down(
-            f"scoring {len(kept)} {kind} messages", lambda: self.handle_events(kind, kept)
+            f"looking up {len(kept)} {kind} messages", lambda: self._look_up(kind, kept)
+        )
+
+    async def complete_step(self, step: LookedUp) -> list[Verdict]:
+        """Score a step :meth:`prepare_step` prepared. An attempt that fails for want of
+        Redis is made again on the same messages from their look-ups: what it saved before
+        failing is then read back (its events are replays)."""
+        first = True
+
+        async def attempt() -> list[Verdict]:
+            nonlocal first
+            if first:
+                first = False
+                return await self._score_step(step)
+            return await self.handle_events(step.kind, step.messages)
+
+        return await self._while_redis_down(
+            f"scoring {len(step.messages)} {step.kind} messages", attempt
         )
 
     async def read_again_stalled(self, positions: Mapping[tuple[str, int], int]) -> int:

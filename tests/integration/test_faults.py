@@ -874,6 +874,29 @@ def test_an_event_replayed_after_its_history_write_was_lost_enters_the_history_o
     asyncio.run(scenario())
 
 
+def test_an_event_looked_up_while_its_first_sending_is_saved_is_a_replay(namespace, redis_url):
+    """``stream.app.consume`` runs a step's look-ups while the step before is scored and
+    saved. An event in both (sent twice) is looked up before its first sending's served
+    features are in Redis; it must still be the replay it would have been, scored from
+    those features, and enter its card's history once."""
+    settings = Settings(namespace=namespace, redis_url=redis_url)
+    topic = Topics.for_namespace(namespace).transactions
+    first, later = factories.transaction(0), factories.transaction(CARDS)  # both card-0000
+
+    async def scenario() -> None:
+        worker, _ = stream_worker(settings)
+        step_1 = await worker.prepare_step("transaction", raw_messages(topic, [first]))
+        step_2 = await worker.prepare_step("transaction", raw_messages(topic, [first, later], 1))
+        assert step_2.served_before == {}  # looked up before step 1 saved anything
+        (scored,) = await worker.complete_step(step_1)
+        again, after = await worker.complete_step(step_2)
+        assert again.replayed and not again.advanced  # the history has it already
+        assert again.scored.features == scored.scored.features
+        assert after.scored.features["card_count_24h"] == 1  # the first sending only
+
+    asyncio.run(scenario())
+
+
 def test_an_alert_lost_with_its_worker_is_sent_again_by_the_replay(namespace, redis_url):
     """A crash after the alert was claimed and before it reached Kafka: the worker that
     replays the event sends the alert the claim holds, byte for byte; the Redis stream

@@ -45,7 +45,14 @@ def messages(first: int, n: int) -> list[Msg]:
 
 
 async def run_loop(
-    recorder: Recorder, inbox: Inbox[Any], handle: Any, until: Any, size: int = 3
+    recorder: Recorder,
+    inbox: Inbox[Any],
+    handle: Any,
+    until: Any,
+    size: int = 3,
+    *,
+    prepare: Any = None,
+    within_s: float = 0.0,
 ) -> None:
     app = SimpleNamespace(consumer=recorder, monitor=recorder)
 
@@ -53,7 +60,16 @@ async def run_loop(
         recorder.calls.append(("flush", 0))
 
     loop = asyncio.create_task(
-        consume(app, inbox, size, 0.0, handle, after_step, recorder.dead_letter)  # type: ignore[arg-type]
+        consume(
+            app,  # type: ignore[arg-type]
+            inbox,
+            size,
+            within_s,
+            handle,
+            after_step,
+            recorder.dead_letter,
+            prepare=prepare,
+        )
     )
     try:
         for _ in range(500):
@@ -163,3 +179,147 @@ def test_a_step_cut_short_by_the_worker_stopping_is_not_acknowledged():
     asyncio.run(run())
     assert ("flush", 0) in recorder.calls  # what the step sent still goes
     assert not [call for call in recorder.calls if call[0] == "ack"]
+
+
+# --- with a prepare: the next step's look-ups while this step is handled ------------------
+
+
+def test_with_prepare_the_next_step_is_prepared_while_this_one_is_handled():
+    recorder = Recorder()
+
+    async def prepare(raw: list[RawMessage]) -> list[RawMessage]:
+        recorder.calls.append(("prepare", raw[0].offset))
+        await asyncio.sleep(0)  # a Redis look-up
+        return raw
+
+    async def handle(raw: list[RawMessage]) -> None:
+        recorder.calls.append(("handle", raw[0].offset))
+        await asyncio.sleep(0.01)  # saving to Redis: the next step's prepare runs meanwhile
+        recorder.calls.append(("handled", raw[0].offset))
+
+    async def run() -> None:
+        inbox: Inbox[Any] = Inbox(TOPIC, capacity=10)
+        inbox.put(messages(0, 9))  # three steps of 3, all there already
+        await run_loop(
+            recorder, inbox, handle, until=lambda: ("ack", 8) in recorder.calls, prepare=prepare
+        )
+
+    asyncio.run(run())
+    calls = recorder.calls
+    assert [c for c in calls if c[0] == "handle"] == [("handle", 0), ("handle", 3), ("handle", 6)]
+    assert calls.index(("prepare", 3)) < calls.index(("handled", 0))  # the overlap
+    assert calls.index(("prepare", 6)) < calls.index(("handled", 3))
+    for first in (0, 3, 6):  # each step: handled, flushed, then acknowledged
+        handled = calls.index(("handled", first))
+        assert (
+            calls.index(("flush", 0), handled)
+            < calls.index(("ack", first))
+            < calls.index(("ack", first + 2))
+        )
+    assert [offset for call, offset in calls if call == "ack"] == list(range(9))
+
+
+def test_with_prepare_a_step_is_finished_before_the_loop_waits_for_more():
+    """Only a step already in the inbox is prepared ahead: the last one is handled and
+    acknowledged at once, not held until more messages come (or ``within_s`` passes)."""
+    recorder = Recorder()
+
+    async def prepare(raw: list[RawMessage]) -> list[RawMessage]:
+        recorder.calls.append(("prepare", raw[0].offset))
+        return raw
+
+    async def handle(raw: list[RawMessage]) -> None:
+        recorder.calls.append(("handle", raw[0].offset))
+
+    async def run() -> None:
+        inbox: Inbox[Any] = Inbox(TOPIC, capacity=10)
+        inbox.put(messages(0, 3))
+        await run_loop(
+            recorder,
+            inbox,
+            handle,
+            until=lambda: ("ack", 2) in recorder.calls,
+            prepare=prepare,
+            within_s=30.0,  # a second step would wait this long for its messages
+        )
+
+    asyncio.run(run())
+    assert [c for c in recorder.calls if c[0] in ("prepare", "handle")] == [
+        ("prepare", 0),
+        ("handle", 0),
+    ]
+
+
+def test_with_prepare_a_step_whose_prepare_raises_is_dead_lettered_and_the_loop_goes_on():
+    recorder = Recorder()
+    handled: list[int] = []
+
+    async def prepare(raw: list[RawMessage]) -> list[RawMessage]:
+        if raw[0].offset == 0:
+            raise KeyError("a bug")
+        return raw
+
+    async def handle(raw: list[RawMessage]) -> None:
+        handled.append(raw[0].offset)
+
+    async def run() -> None:
+        inbox: Inbox[Any] = Inbox(TOPIC, capacity=10)
+        inbox.put(messages(0, 6))
+        await run_loop(
+            recorder, inbox, handle, until=lambda: ("ack", 5) in recorder.calls, prepare=prepare
+        )
+
+    asyncio.run(run())
+    assert handled == [3]
+    assert recorder.dead == [(offset, "the worker failed on it (KeyError)") for offset in range(3)]
+    assert [offset for call, offset in recorder.calls if call == "ack"] == list(range(6))
+
+
+def test_with_prepare_the_worker_stopping_acknowledges_neither_step_in_hand():
+    """Stopped while one step is handled and the next is prepared: neither is acknowledged
+    (the next worker reads both again), and the prepare under way is cancelled."""
+    recorder = Recorder()
+    handling = asyncio.Event()
+    prepares: list[asyncio.Task[Any]] = []
+
+    async def prepare(raw: list[RawMessage]) -> list[RawMessage]:
+        task = asyncio.current_task()
+        assert task is not None
+        prepares.append(task)
+        if raw[0].offset == 3:
+            await asyncio.sleep(60)  # waiting for Redis when the stop comes
+        return raw
+
+    async def handle(raw: list[RawMessage]) -> None:
+        handling.set()
+        await asyncio.sleep(60)
+
+    async def run() -> None:
+        inbox: Inbox[Any] = Inbox(TOPIC, capacity=10)
+        inbox.put(messages(0, 6))
+        app = SimpleNamespace(consumer=recorder, monitor=recorder)
+
+        async def after_step() -> None:
+            recorder.calls.append(("flush", 0))
+
+        loop = asyncio.create_task(
+            consume(
+                app,  # type: ignore[arg-type]
+                inbox,
+                3,
+                0.0,
+                handle,
+                after_step,
+                recorder.dead_letter,
+                prepare=prepare,
+            )
+        )
+        await asyncio.wait_for(handling.wait(), 5)
+        await asyncio.sleep(0.01)
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        await asyncio.sleep(0)
+
+    asyncio.run(run())
+    assert not [call for call in recorder.calls if call[0] == "ack"]
+    assert len(prepares) == 2 and prepares[1].cancelled()

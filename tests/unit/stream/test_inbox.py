@@ -57,6 +57,19 @@ def test_a_short_batch_waits_within_s_from_the_arrival_of_its_oldest_message():
     assert offsets(taken) == [(0, 0), (0, 1), (0, 2)]
 
 
+def test_ready_says_whether_a_take_would_return_at_once():
+    inbox: Inbox[Msg] = Inbox(TOPIC, capacity=100)
+    assert not inbox.ready(3, within_s=0.0)  # empty: a take waits for messages
+    inbox.put(fetch(0, 0, 2))
+    assert not inbox.ready(3, within_s=60)  # short, and the oldest has not waited 60 s
+    assert inbox.ready(2, within_s=60)  # a full batch
+    inbox.put(fetch(1, 0, 1), now=time.monotonic())
+    assert inbox.ready(5, within_s=0.0)
+    late: Inbox[Msg] = Inbox(TOPIC, capacity=100)
+    late.put(fetch(0, 0, 1), now=time.monotonic() - 1.0)  # the oldest waited a second
+    assert late.ready(10, within_s=0.5) and not late.ready(10, within_s=5.0)
+
+
 def test_a_take_waits_for_messages_and_returns_when_the_batch_fills():
     async def run() -> list[Msg]:
         inbox: Inbox[Msg] = Inbox(TOPIC, capacity=100)
