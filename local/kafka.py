@@ -85,7 +85,7 @@ class KafkaBroker(Service):
         *,
         java: str = "java",
         jars_dir: Path | str = JARS_DIR,
-        heap: str = "512m",
+        heap: str = "1g",
         sasl_users: Mapping[str, str] | None = None,
         scram: bool = False,
         tls: BrokerTls | None = None,
@@ -290,12 +290,20 @@ class KafkaBroker(Service):
             )
 
     def command(self) -> list[str]:
+        """The broker's JVM with the heap and G1 settings Kafka's own start script gives it
+        (``KAFKA_HEAP_OPTS``, ``KAFKA_JVM_PERFORMANCE_OPTS``), as the apache/kafka image of
+        docker-compose.yml runs it: a heap of ``heap`` (1 GiB) from the start. It used to
+        start at 128 MiB and grow to 512 MiB; G1's collectors then took 6.2 of the broker's
+        13.8 CPU seconds in a worker benchmark run (its JVM threads, read from /proc), and 0.1
+        with the full heap (docs/benchmarks.md)."""
         return [
             self._java_path,
             f"-Xmx{self.heap}",
-            "-Xms128m",
+            f"-Xms{self.heap}",
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20",
+            "-XX:InitiatingHeapOccupancyPercent=35",
+            "-XX:+ExplicitGCInvokesConcurrent",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
             f"-Dkafka.log.file={self.log_file.resolve()}",
