@@ -33,6 +33,10 @@ KAFKA_DEFAULT_SEGMENTS = {"changelog_segment_bytes": 1 << 30, "changelog_segment
 """Kafka's own ``segment.bytes`` and ``segment.ms``: what the changelogs had before."""
 
 SETTLE_POLL_S = 2.0
+SETTLE_QUIET_S = 10.0
+"""How long the changelog must hold the same number of records before the restart: the
+broker's cleaner is throttled (``local.kafka``), so compacting one segment can take longer
+than a poll, and two equal reads in a row did not mean it was done."""
 
 
 @dataclass(frozen=True)
@@ -56,17 +60,17 @@ def held_records(settings: Settings, topic: str) -> int:
 
 
 def settle(settings: Settings, topic: str, timeout_s: float) -> int:
-    """Records ``topic`` holds once two reads in a row agree (the log cleaner is done with
-    what it can compact), or after ``timeout_s``."""
+    """Records ``topic`` holds once that number has not changed for :data:`SETTLE_QUIET_S`
+    (the log cleaner is done with what it can compact), or after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     held = held_records(settings, topic)
-    while time.monotonic() < deadline:
+    since = time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < SETTLE_QUIET_S:
         time.sleep(SETTLE_POLL_S)
         again = held_records(settings, topic)
-        if again == held:
-            break
-        print(f"  changelog compacting: {held:,} -> {again:,} records", flush=True)
-        held = again
+        if again != held:
+            print(f"  changelog compacting: {held:,} -> {again:,} records", flush=True)
+            held, since = again, time.monotonic()
     return held
 
 
