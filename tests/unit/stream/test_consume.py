@@ -44,22 +44,22 @@ def messages(first: int, n: int) -> list[Msg]:
     return [Msg(TOPIC, 0, offset) for offset in range(first, first + n)]
 
 
-async def run_loop(
+def start_loop(
     recorder: Recorder,
     inbox: Inbox[Any],
     handle: Any,
-    until: Any,
     size: int = 3,
     *,
     prepare: Any = None,
     within_s: float = 0.0,
-) -> None:
+) -> asyncio.Task[None]:
+    """``consume`` over ``inbox`` as a task, with the recorder as Faust and a recorded flush."""
     app = SimpleNamespace(consumer=recorder, monitor=recorder)
 
     async def after_step() -> None:
         recorder.calls.append(("flush", 0))
 
-    loop = asyncio.create_task(
+    return asyncio.create_task(
         consume(
             app,  # type: ignore[arg-type]
             inbox,
@@ -71,6 +71,19 @@ async def run_loop(
             prepare=prepare,
         )
     )
+
+
+async def run_loop(
+    recorder: Recorder,
+    inbox: Inbox[Any],
+    handle: Any,
+    until: Any,
+    size: int = 3,
+    *,
+    prepare: Any = None,
+    within_s: float = 0.0,
+) -> None:
+    loop = start_loop(recorder, inbox, handle, size, prepare=prepare, within_s=within_s)
     try:
         for _ in range(500):
             if until():
@@ -164,14 +177,7 @@ def test_a_step_cut_short_by_the_worker_stopping_is_not_acknowledged():
     async def run() -> None:
         inbox: Inbox[Any] = Inbox(TOPIC, capacity=10)
         inbox.put(messages(0, 2))
-        app = SimpleNamespace(consumer=recorder, monitor=recorder)
-
-        async def after_step() -> None:
-            recorder.calls.append(("flush", 0))
-
-        loop = asyncio.create_task(
-            consume(app, inbox, 5, 0.0, handle, after_step, recorder.dead_letter)  # type: ignore[arg-type]
-        )
+        loop = start_loop(recorder, inbox, handle, 5)
         await asyncio.wait_for(started.wait(), 5)
         loop.cancel()
         await asyncio.gather(loop, return_exceptions=True)
@@ -297,23 +303,7 @@ def test_with_prepare_the_worker_stopping_acknowledges_neither_step_in_hand():
     async def run() -> None:
         inbox: Inbox[Any] = Inbox(TOPIC, capacity=10)
         inbox.put(messages(0, 6))
-        app = SimpleNamespace(consumer=recorder, monitor=recorder)
-
-        async def after_step() -> None:
-            recorder.calls.append(("flush", 0))
-
-        loop = asyncio.create_task(
-            consume(
-                app,  # type: ignore[arg-type]
-                inbox,
-                3,
-                0.0,
-                handle,
-                after_step,
-                recorder.dead_letter,
-                prepare=prepare,
-            )
-        )
+        loop = start_loop(recorder, inbox, handle, 3, prepare=prepare)
         await asyncio.wait_for(handling.wait(), 5)
         await asyncio.sleep(0.01)
         loop.cancel()
