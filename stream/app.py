@@ -337,11 +337,11 @@ async def consume(
             if prepare is None:
                 await finish(_Step(messages, raw, None))
                 continue
-            step = _Step(messages, raw, asyncio.ensure_future(prepare(raw)))
-            if pending is not None:
-                before, pending = pending, None
+            # The new step is pending before the one in hand is finished: a stop meanwhile
+            # cancels its prepare (below).
+            before, pending = pending, _Step(messages, raw, asyncio.ensure_future(prepare(raw)))
+            if before is not None:
                 await finish(before)
-            pending = step
     finally:
         if pending is not None and pending.prepared is not None:
             pending.prepared.cancel()  # the worker stops: its messages are not acknowledged

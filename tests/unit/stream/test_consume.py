@@ -306,10 +306,11 @@ def test_with_prepare_the_worker_stopping_acknowledges_neither_step_in_hand():
         loop = start_loop(recorder, inbox, handle, 3, prepare=prepare)
         await asyncio.wait_for(handling.wait(), 5)
         await asyncio.sleep(0.01)
+        assert len(prepares) == 2 and not prepares[1].done()  # in hand: waiting for Redis
         loop.cancel()
         await asyncio.gather(loop, return_exceptions=True)
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a cancelled task is done once it ran its cancellation
+        assert prepares[1].cancelled()  # by the loop, before asyncio.run's own clean-up
 
     asyncio.run(run())
     assert not [call for call in recorder.calls if call[0] == "ack"]
-    assert len(prepares) == 2 and prepares[1].cancelled()
