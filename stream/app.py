@@ -33,6 +33,7 @@ Faust.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
@@ -55,7 +56,7 @@ from stream.batch_models import BatchModels
 from stream.heap import settle_heap
 from stream.inbox import Inbox
 from stream.transport import Consumer, Transport
-from stream.worker import LookedUp, RawMessage, StreamWorker
+from stream.worker import RawMessage, StreamWorker
 
 log = logging.getLogger(__name__)
 
@@ -506,9 +507,6 @@ def create_app(settings: Settings) -> faust.App:
         async def score() -> None:
             settle_heap()
 
-            async def prepare(messages: list[RawMessage]) -> LookedUp:
-                return await worker.prepare_step(kind, messages)
-
             await consume(
                 app,
                 inboxes[topics.events(kind)],
@@ -517,7 +515,7 @@ def create_app(settings: Settings) -> faust.App:
                 worker.complete_step,
                 sink.flush,
                 worker.dead_letter,
-                prepare=prepare,
+                prepare=functools.partial(worker.prepare_step, kind),
             )
 
         score.__name__ = f"score_{kind}s"

@@ -487,17 +487,16 @@ class StreamWorker:
         """Score a step :meth:`prepare_step` prepared. An attempt that fails for want of
         Redis is made again on the same messages from their look-ups: what it saved before
         failing is then read back (its events are replays)."""
-        first = True
+        current = step
 
-        async def attempt() -> list[Verdict]:
-            nonlocal first
-            if first:
-                first = False
-                return await self._score_step(step)
-            return await self.handle_events(step.kind, step.messages)
+        async def look_up_again() -> None:
+            nonlocal current
+            current = await self._look_up(step.kind, step.messages)
 
         return await self._while_redis_down(
-            f"scoring {len(step.messages)} {step.kind} messages", attempt
+            f"scoring {len(step.messages)} {step.kind} messages",
+            lambda: self._score_step(current),
+            before_retry=look_up_again,
         )
 
     async def read_again_stalled(self, positions: Mapping[tuple[str, int], int]) -> int:

@@ -897,6 +897,35 @@ def test_an_event_looked_up_while_its_first_sending_is_saved_is_a_replay(namespa
     asyncio.run(scenario())
 
 
+def test_a_step_whose_save_reply_was_lost_is_looked_up_again_and_replayed(namespace, redis_url):
+    """Redis saved a step's served features, but the reply never came (the connection
+    dropped): ``complete_step`` tries again from fresh look-ups, so the events are replays of
+    what was saved, and their card's history counts each once."""
+    settings = Settings(namespace=namespace, redis_url=redis_url)
+    topic = Topics.for_namespace(namespace).transactions
+    first, later = factories.transaction(0), factories.transaction(CARDS)  # both card-0000
+
+    async def scenario() -> None:
+        worker, _ = stream_worker(settings)
+        save = worker._remember_served
+        failures = []
+
+        async def saved_then_dropped(*args: Any) -> None:
+            await save(*args)
+            if not failures:
+                failures.append(1)
+                raise redis.exceptions.ConnectionError("connection dropped after the write")
+
+        worker._remember_served = saved_then_dropped  # type: ignore[method-assign]
+        step = await worker.prepare_step("transaction", raw_messages(topic, [first]))
+        (verdict,) = await worker.complete_step(step)
+        assert failures == [1] and verdict.replayed and verdict.advanced
+        (after,) = await worker.handle_events("transaction", raw_messages(topic, [later], 1))
+        assert after.scored.features["card_count_24h"] == 1
+
+    asyncio.run(scenario())
+
+
 def test_an_alert_lost_with_its_worker_is_sent_again_by_the_replay(namespace, redis_url):
     """A crash after the alert was claimed and before it reached Kafka: the worker that
     replays the event sends the alert the claim holds, byte for byte; the Redis stream
